@@ -1,0 +1,1 @@
+"""Fund Auto-collection for Binance Portfolio Margin Pro, run unattended from AWS Lambda."""
