@@ -1,0 +1,265 @@
+"""The collection policy: one invocation, from secret to outcome, without any Lambda types.
+
+Order of work, and why:
+1. credentials first: a bad secret must fail before a window slot is spent;
+2. one window reservation per HTTP attempt, made before sending: the exchange counts attempts;
+3. retries only where they can help (5XX, timeouts, dropped connections: the collection is safe to
+   repeat), one clock resync on -1021, never on a refused key or signature, never through a 429/418;
+4. no attempt starts that could not finish before the deadline with time left to record the outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .config import Settings
+from .credentials import ApiCredentials
+from .errors import (
+    CollectorError,
+    DeadlineError,
+    ExchangeError,
+    ExchangeRateLimitedError,
+    ExchangeRejectedError,
+    ExchangeUnavailableError,
+)
+from .events import Invocation
+from .exchange import AttemptResult, BinanceClient
+from .store import WindowStore, account_key
+from .window import Refusal, WindowPolicy, WindowState
+
+Status = Literal["collected", "dry_run", "budget_exhausted", "failed"]
+
+#: Time kept back at the end of an invocation to write the outcome record.
+OUTCOME_RESERVE_MS = 1_500
+#: An attempt is not started with less HTTP time than this.
+MIN_HTTP_TIMEOUT_MS = 1_000
+#: Pause before retrying a 5XX/timeout, doubled each time (bounded by the deadline).
+RETRY_BACKOFF_MS = 250
+
+
+@dataclass
+class AttemptRecord:
+    sequence: int
+    timestamp_ms: int
+    result: AttemptResult
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "reservation": self.sequence,
+            "timestampMs": self.timestamp_ms,
+            "verdict": self.result.verdict,
+            "httpStatus": self.result.http_status,
+            "code": self.result.code,
+            "message": self.result.message,
+            "latencyMs": self.result.latency_ms,
+            "usedWeight1m": self.result.used_weight_1m,
+            "retryAfterSeconds": self.result.retry_after_s,
+        }
+
+
+@dataclass
+class Outcome:
+    """The record of one invocation: what it was asked, what it did, and how the window stands."""
+
+    account: str
+    invocation_id: str
+    invocation: Invocation
+    started_ms: int
+    status: Status = "failed"
+    finished_ms: int = 0
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    window_used: int | None = None
+    window_limit: int = 0
+    next_free_ms: int | None = None
+    clock_offset_ms: int = 0
+    key_type: str | None = None
+    error: CollectorError | None = None
+
+    @property
+    def last_attempt(self) -> AttemptResult | None:
+        return self.attempts[-1].result if self.attempts else None
+
+    def summary(self) -> dict[str, Any]:
+        """The handler's return value (and the core of the stored record)."""
+        last = self.last_attempt
+        return {
+            "status": self.status,
+            "account": self.account,
+            "trigger": self.invocation.trigger,
+            "dryRun": self.invocation.dry_run,
+            "attempts": len(self.attempts),
+            "windowUsed": self.window_used,
+            "windowLimit": self.window_limit,
+            "nextSlotAt": _iso(self.next_free_ms) if self.next_free_ms is not None else None,
+            "httpStatus": last.http_status if last else None,
+            "exchangeCode": last.code if last else None,
+            "usedWeight1m": last.used_weight_1m if last else None,
+            "error": _error_summary(self.error),
+        }
+
+    def to_item(self, retention_days: int) -> dict[str, Any]:
+        started = _iso(self.started_ms)
+        return {
+            "pk": account_key(self.account),
+            "sk": f"OUTCOME#{started}#{self.invocation_id}",
+            "expiresAt": self.finished_ms // 1000 + retention_days * 86_400,
+            **self.summary(),
+            "invocationId": self.invocation_id,
+            "eventId": self.invocation.event_id,
+            "scheduledTime": self.invocation.scheduled_time,
+            "startedAt": started,
+            "finishedAt": _iso(self.finished_ms),
+            "durationMs": self.finished_ms - self.started_ms,
+            "attemptLog": [attempt.to_item() for attempt in self.attempts],
+            "reservations": [attempt.sequence for attempt in self.attempts],
+            "clockOffsetMs": self.clock_offset_ms,
+            "keyType": self.key_type,
+        }
+
+
+class Collector:
+    def __init__(
+        self,
+        settings: Settings,
+        store: WindowStore,
+        exchange: BinanceClient,
+        load_credentials: Callable[[], ApiCredentials],
+        *,
+        wall_clock_ms: Callable[[], int] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._exchange = exchange
+        self._load_credentials = load_credentials
+        self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._sleep = sleep
+        self._policy = WindowPolicy(settings.max_calls_per_hour, settings.recv_window_ms)
+
+    def run(self, invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int]) -> Outcome:
+        """Do what `invocation` asks. Expected failures end up in `Outcome.error`, not raised."""
+        outcome = Outcome(
+            account=self._settings.account_label,
+            invocation_id=invocation_id,
+            invocation=invocation,
+            started_ms=self._wall_clock_ms(),
+            window_limit=self._settings.max_calls_per_hour,
+        )
+        try:
+            credentials = self._load_credentials()
+            outcome.key_type = credentials.key_type
+            if invocation.dry_run:
+                self._dry_run(outcome, credentials, remaining_ms)
+            else:
+                self._collect(outcome, credentials, remaining_ms)
+        except CollectorError as error:
+            outcome.status, outcome.error = "failed", error
+        outcome.clock_offset_ms = self._exchange.clock_offset_ms
+        outcome.finished_ms = self._wall_clock_ms()
+        return outcome
+
+    def _dry_run(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
+        credentials.signer.sign("recvWindow=5000&timestamp=0")  # proves the key can sign; nothing is sent
+        state = self._store.read(outcome.account)
+        try:
+            self._exchange.sync_clock(self._http_timeout_s(remaining_ms))
+        except Exception as error:  # noqa: BLE001 - any transport failure means "not reachable"
+            raise ExchangeUnavailableError(
+                f"dry run could not read the exchange's server time ({type(error).__name__})"
+            ) from None
+        self._record_window(outcome, state)
+        outcome.status = "dry_run"
+
+    def _collect(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
+        account = outcome.account
+        retryable_attempts = 0
+        clock_resynced = False
+        backoff_ms = RETRY_BACKOFF_MS
+        state = WindowState()
+        while True:
+            timeout_s = self._http_timeout_s(remaining_ms)
+            decision, state = self._store.reserve(account, self._policy, self._exchange.server_now_ms, remaining_ms)
+            if isinstance(decision, Refusal):
+                self._record_window(outcome, state)
+                outcome.next_free_ms = decision.next_free_ms
+                if outcome.attempts:  # earlier attempts failed and the budget ran out before a retry
+                    raise _failure(outcome.attempts[-1].result)
+                outcome.status = "budget_exhausted"
+                return
+            state = decision.state_after
+            # Reserving may have waited on contention: the HTTP time still ends before the deadline.
+            timeout_s = min(timeout_s, max(0.1, (remaining_ms() - OUTCOME_RESERVE_MS) / 1000))
+            result = self._exchange.auto_collect(
+                credentials, decision.timestamp_ms, self._settings.recv_window_ms, timeout_s
+            )
+            outcome.attempts.append(AttemptRecord(decision.sequence, decision.timestamp_ms, result))
+            self._record_window(outcome, state)
+            if result.verdict == "success":
+                outcome.status = "collected"
+                return
+            if result.verdict == "clock_skew" and not clock_resynced:
+                clock_resynced = True
+                self._resync_clock(remaining_ms)
+                continue
+            if result.verdict != "retryable":
+                raise _failure(result)
+            retryable_attempts += 1
+            if retryable_attempts >= self._settings.max_attempts:
+                raise _failure(result)
+            if remaining_ms() - backoff_ms < OUTCOME_RESERVE_MS + MIN_HTTP_TIMEOUT_MS:
+                raise _failure(result, "; no time left for another attempt")
+            self._sleep(backoff_ms / 1000)
+            backoff_ms *= 2
+
+    def _resync_clock(self, remaining_ms: Callable[[], int]) -> None:
+        try:
+            self._exchange.sync_clock(self._http_timeout_s(remaining_ms))
+        except Exception as error:  # noqa: BLE001 - a failed resync is reported as the -1021 it was meant to cure
+            raise ExchangeRejectedError(
+                f"timestamp outside recvWindow and the server time could not be read ({type(error).__name__})",
+                http_status=400,
+                code=-1021,
+            ) from None
+
+    def _http_timeout_s(self, remaining_ms: Callable[[], int]) -> float:
+        """HTTP time available now, or DeadlineError if an attempt could not finish in time."""
+        available_ms = remaining_ms() - OUTCOME_RESERVE_MS
+        if available_ms < MIN_HTTP_TIMEOUT_MS:
+            raise DeadlineError(
+                f"only {max(0, remaining_ms())} ms left in the invocation; an attempt needs at least "
+                f"{OUTCOME_RESERVE_MS + MIN_HTTP_TIMEOUT_MS} ms (raise the function timeout)"
+            )
+        return min(self._settings.http_timeout_s, available_ms / 1000)
+
+    def _record_window(self, outcome: Outcome, state: WindowState) -> None:
+        now = self._exchange.server_now_ms()
+        outcome.window_used = self._policy.used(state, now)
+        outcome.next_free_ms = self._policy.next_free_ms(state, now)
+
+
+def _failure(result: AttemptResult, note: str = "") -> ExchangeError:
+    message = (result.message or "no message") + note
+    if result.verdict == "rate_limited":
+        return ExchangeRateLimitedError(
+            message, http_status=result.http_status, code=result.code, retry_after_s=result.retry_after_s
+        )
+    if result.verdict == "retryable":
+        return ExchangeUnavailableError(message, http_status=result.http_status, code=result.code)
+    return ExchangeRejectedError(message, http_status=result.http_status, code=result.code)
+
+
+def _error_summary(error: CollectorError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    summary: dict[str, Any] = {"type": error.kind, "message": str(error)}
+    if isinstance(error, ExchangeError):
+        summary.update(httpStatus=error.http_status, code=error.code)
+    return summary
+
+
+def _iso(epoch_ms: int) -> str:
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"

@@ -1,0 +1,115 @@
+"""The API credentials secret: parsing, validation and key loading.
+
+Accepted secret values (JSON):
+- HMAC: ``{"apiKey": "...", "apiSecret": "..."}``
+- Ed25519 or RSA: ``{"apiKey": "...", "privateKey": "<PEM>", "privateKeyPassphrase": "..."}``
+  (passphrase only for an encrypted PEM); the key type is read from the PEM itself.
+
+Error messages say what is wrong with the secret's shape, never what it contains.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .errors import SecretError
+from .signing import Ed25519Signer, HmacSigner, RsaSigner, Signer
+
+_ALLOWED_FIELDS = frozenset({"apiKey", "apiSecret", "privateKey", "privateKeyPassphrase"})
+_MIN_RSA_BITS = 2048
+
+
+@dataclass(frozen=True)
+class ApiCredentials:
+    api_key: str = field(repr=False)
+    signer: Signer
+
+    @property
+    def key_type(self) -> str:
+        return self.signer.key_type
+
+    def __repr__(self) -> str:
+        return f"ApiCredentials(key_type={self.key_type!r}, api_key=<hidden>)"
+
+
+def parse_secret(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
+    if secret_value is None or (isinstance(secret_value, bytes)):
+        raise SecretError(f"secret {secret_id!r} has no SecretString (binary secrets are not supported)")
+    try:
+        document = json.loads(secret_value)
+    except json.JSONDecodeError as error:
+        # The position is safe to show; the decoder's message never quotes the content.
+        raise SecretError(
+            f"secret {secret_id!r} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
+            'expected {"apiKey": ..., "apiSecret": ...} or {"apiKey": ..., "privateKey": ...}'
+        ) from None
+    if not isinstance(document, dict):
+        raise SecretError(f"secret {secret_id!r} must be a JSON object, got {type(document).__name__}")
+    unknown = sorted(set(document) - _ALLOWED_FIELDS)
+    if unknown:
+        raise SecretError(f"secret {secret_id!r} has unknown fields {unknown}; allowed: {sorted(_ALLOWED_FIELDS)}")
+
+    api_key = _text_field(document, "apiKey", secret_id)
+    if api_key is None:
+        raise SecretError(f"secret {secret_id!r} has no 'apiKey'")
+    if not api_key.isascii() or not api_key.isprintable() or any(ch.isspace() for ch in api_key):
+        raise SecretError(f"secret {secret_id!r}: 'apiKey' must be printable ASCII without spaces")
+
+    api_secret = _text_field(document, "apiSecret", secret_id)
+    private_key = _text_field(document, "privateKey", secret_id)
+    passphrase = _text_field(document, "privateKeyPassphrase", secret_id)
+    if api_secret is not None and private_key is not None:
+        raise SecretError(f"secret {secret_id!r} has both 'apiSecret' and 'privateKey'; keep only one")
+    if api_secret is not None:
+        if passphrase is not None:
+            raise SecretError(f"secret {secret_id!r}: 'privateKeyPassphrase' only applies to 'privateKey'")
+        return ApiCredentials(api_key=api_key, signer=HmacSigner(api_secret))
+    if private_key is not None:
+        return ApiCredentials(api_key=api_key, signer=_pem_signer(private_key, passphrase, secret_id))
+    raise SecretError(f"secret {secret_id!r} needs 'apiSecret' (HMAC key) or 'privateKey' (Ed25519/RSA PEM)")
+
+
+def _text_field(document: dict[str, object], name: str, secret_id: str) -> str | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SecretError(f"secret {secret_id!r}: '{name}' must be a non-empty string")
+    return value.strip()
+
+
+def _pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
+    # Imported here: HMAC users never pay for loading cryptography at cold start.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if "-----BEGIN" not in pem:
+        raise SecretError(f"secret {secret_id!r}: 'privateKey' is not a PEM block (no '-----BEGIN' line)")
+    try:
+        key = load_pem_private_key(pem.encode(), password=passphrase.encode() if passphrase else None)
+    except TypeError:
+        # cryptography says whether a password was missing or unexpected; both are about the passphrase.
+        if passphrase:
+            raise SecretError(
+                f"secret {secret_id!r}: 'privateKey' is not encrypted, remove 'privateKeyPassphrase'"
+            ) from None
+        raise SecretError(
+            f"secret {secret_id!r}: 'privateKey' is encrypted; add 'privateKeyPassphrase'"
+        ) from None
+    except ValueError:
+        raise SecretError(
+            f"secret {secret_id!r}: 'privateKey' could not be read (corrupt PEM, unsupported format "
+            "or wrong passphrase)"
+        ) from None
+    if isinstance(key, Ed25519PrivateKey):
+        return Ed25519Signer(key)
+    if isinstance(key, RSAPrivateKey):
+        if key.key_size < _MIN_RSA_BITS:
+            raise SecretError(f"secret {secret_id!r}: RSA key is {key.key_size} bits; Binance needs 2048 or more")
+        return RsaSigner(key)
+    raise SecretError(
+        f"secret {secret_id!r}: 'privateKey' is a {type(key).__name__.removeprefix('_')}; "
+        "Binance accepts Ed25519 or RSA keys"
+    )

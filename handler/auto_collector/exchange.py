@@ -1,0 +1,135 @@
+"""The exchange over HTTP: one signed request at a time, classified the way the collector decides on it.
+
+One `requests.Session` per process keeps the TLS connection alive across warm invocations. The
+signed parameters travel in the POST body, so they never show up in URL logs (urllib3 logs URLs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import requests
+
+from .credentials import ApiCredentials
+from .signing import signed_payload
+
+AUTO_COLLECTION_PATH = "/sapi/v1/portfolio/auto-collection"
+SERVER_TIME_PATH = "/api/v3/time"
+#: Codes a retry can never fix (bad signature, bad key format, bad key/IP/permissions).
+CODE_TIMESTAMP_OUTSIDE_WINDOW = -1021
+_CONNECT_TIMEOUT_S = 3.0
+
+# urllib3 would log request URLs at DEBUG; keep our transport quiet whatever the root level is.
+logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+Verdict = Literal["success", "retryable", "clock_skew", "rate_limited", "rejected"]
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one HTTP attempt produced (nothing secret: status, code, message, timings)."""
+
+    verdict: Verdict
+    http_status: int  # 0 when no response arrived
+    code: int | None
+    message: str
+    latency_ms: int
+    used_weight_1m: int | None = None
+    retry_after_s: int | None = None
+
+
+class BinanceClient:
+    def __init__(
+        self,
+        base_url: str,
+        session: requests.Session | None = None,
+        local_clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self._session = session or requests.Session()
+        self._local_clock_ms = local_clock_ms or (lambda: time.time_ns() // 1_000_000)
+        #: server clock minus local clock, learned from /api/v3/time after a -1021; kept while warm.
+        self.clock_offset_ms = 0
+
+    def server_now_ms(self) -> int:
+        return self._local_clock_ms() + self.clock_offset_ms
+
+    def auto_collect(
+        self, credentials: ApiCredentials, timestamp_ms: int, recv_window_ms: int, timeout_s: float
+    ) -> AttemptResult:
+        body = signed_payload({"recvWindow": recv_window_ms, "timestamp": timestamp_ms}, credentials.signer)
+        started = time.perf_counter()
+        try:
+            response = self._session.post(
+                self.base_url + AUTO_COLLECTION_PATH,
+                data=body,
+                headers={
+                    "X-MBX-APIKEY": credentials.api_key,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+                timeout=(min(_CONNECT_TIMEOUT_S, timeout_s), timeout_s),
+            )
+        except requests.Timeout:
+            return AttemptResult("retryable", 0, None, "timed out waiting for the exchange", _ms_since(started))
+        except requests.ConnectionError as error:
+            return AttemptResult(
+                "retryable", 0, None, f"connection failed ({type(error).__name__})", _ms_since(started)
+            )
+        return classify(response, _ms_since(started))
+
+    def sync_clock(self, timeout_s: float) -> int:
+        """Learn the offset between the exchange's clock and ours; returns it in ms."""
+        before = self._local_clock_ms()
+        response = self._session.get(self.base_url + SERVER_TIME_PATH, timeout=(min(3.0, timeout_s), timeout_s))
+        after = self._local_clock_ms()
+        response.raise_for_status()
+        server_time = int(response.json()["serverTime"])
+        self.clock_offset_ms = server_time - (before + after) // 2
+        return self.clock_offset_ms
+
+
+def classify(response: requests.Response, latency_ms: int) -> AttemptResult:
+    status = response.status_code
+    code, message = _error_body(response)
+    weight = _int_header(response, "X-SAPI-USED-IP-WEIGHT-1M")
+    retry_after = _int_header(response, "Retry-After")
+    verdict: Verdict
+    if status == 200 and code is None:
+        verdict = "success"
+    elif status in (418, 429):
+        verdict = "rate_limited"
+    elif status >= 500:
+        verdict = "retryable"  # execution status unknown; collecting twice is harmless
+    elif code == CODE_TIMESTAMP_OUTSIDE_WINDOW:
+        verdict = "clock_skew"
+    else:
+        verdict = "rejected"
+    return AttemptResult(verdict, status, code, message, latency_ms, weight, retry_after)
+
+
+def _error_body(response: requests.Response) -> tuple[int | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, f"non-JSON body ({len(response.content)} bytes)" if response.status_code != 200 else ""
+    if isinstance(body, dict):
+        code = body.get("code")
+        message = str(body.get("msg", ""))[:500]
+        return (int(code) if isinstance(code, int) and code != 200 else None), message
+    return None, ""
+
+
+def _int_header(response: requests.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)

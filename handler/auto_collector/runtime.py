@@ -1,0 +1,89 @@
+"""The composition root: builds the AWS clients, the exchange client and the collector once per
+configuration and keeps them for warm invocations (connections, secret cache, window state, clock offset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import boto3
+import requests
+from aws_lambda_powertools.utilities.parameters import GetParameterError, SecretsProvider
+from botocore.config import Config
+
+from .collection import Collector
+from .config import Settings
+from .credentials import ApiCredentials, parse_secret
+from .errors import SecretError
+from .exchange import BinanceClient
+from .store import WindowStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+# Bounded, quick AWS calls: throttling and transient errors are retried by botocore's standard mode,
+# and a stuck connection cannot eat the invocation's deadline.
+_AWS_CLIENT_CONFIG = Config(
+    retries={"max_attempts": 3, "mode": "standard"},
+    connect_timeout=2,
+    read_timeout=5,
+)
+
+
+@dataclass
+class CredentialsSource:
+    """Reads the secret through Powertools' cache and parses it only when its value changes."""
+
+    provider: SecretsProvider
+    secret_id: str
+    max_age_s: int
+    _parsed_for: str | None = field(default=None, repr=False)
+    _parsed: ApiCredentials | None = field(default=None, repr=False)
+
+    def load(self, force_fetch: bool = False) -> ApiCredentials:
+        try:
+            value = self.provider.get(self.secret_id, max_age=self.max_age_s, force_fetch=force_fetch)
+        except GetParameterError as error:
+            raise SecretError(f"could not read secret {self.secret_id!r}: {error}") from None
+        if not isinstance(value, str):
+            return parse_secret(None, self.secret_id)
+        if self._parsed is None or value != self._parsed_for:
+            self._parsed = parse_secret(value, self.secret_id)
+            self._parsed_for = value
+        return self._parsed
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: WindowStore
+    exchange: BinanceClient
+    credentials: CredentialsSource
+    collector: Collector
+
+
+_runtimes: dict[Settings, Runtime] = {}
+
+
+def runtime_for(settings: Settings) -> Runtime:
+    """The warm objects for this configuration (tests change the environment between invocations)."""
+    runtime = _runtimes.get(settings)
+    if runtime is None:
+        runtime = _runtimes[settings] = _build(settings)
+    return runtime
+
+
+def reset() -> None:
+    """Forget warm state (a fresh container, for tests and local runs)."""
+    _runtimes.clear()
+
+
+def _build(settings: Settings) -> Runtime:
+    dynamodb: DynamoDBClient = boto3.client("dynamodb", config=_AWS_CLIENT_CONFIG)
+    secrets = SecretsProvider(boto_config=_AWS_CLIENT_CONFIG)
+    store = WindowStore(dynamodb, settings.table_name)
+    exchange = BinanceClient(settings.base_url, requests.Session())
+    credentials = CredentialsSource(secrets, settings.secret_id, settings.secret_max_age_s)
+    collector = Collector(settings, store, exchange, credentials.load)
+    return Runtime(settings, store, exchange, credentials, collector)

@@ -1,0 +1,100 @@
+"""The rolling-window budget: at most `limit` requests per account in any hour, as the exchange sees it.
+
+How it works. Reservations are numbered 0, 1, 2, ... (the sequence). Reservation n may be granted at
+time t only if reservation n - limit has *expired* by t. A reservation's expiry is
+
+    signed timestamp + recvWindow + 1 s + 3600 s
+
+because the exchange refuses a request that arrives later than `timestamp + recvWindow` or that
+claims a timestamp more than 1 s ahead of its clock. So in the exchange's own clock, request n
+arrives more than an hour after request n - limit, whatever the Lambda hosts' clocks say. Signed
+timestamps and expiries are kept non-decreasing along the sequence, which makes "n - limit has
+expired" equivalent to "fewer than `limit` requests in the last hour" — so the window never refuses
+a call the budget allows, and never grants one it does not.
+
+The state is one DynamoDB item holding the expiries of the last RING_SIZE reservations (RING_SIZE is
+the exchange's ceiling, so any configured limit <= 500 can be checked): a constant-size record, with
+no scan or count over history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+HOUR_MS = 3_600_000
+#: Binance accepts timestamps up to 1000 ms ahead of its clock.
+FUTURE_TOLERANCE_MS = 1_000
+#: Ring size: the exchange never allows more than 500 calls an hour, so 500 expiries always suffice.
+RING_SIZE = 500
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """The last known state of one account's window (an exact copy of the stored item)."""
+
+    sequence: int = 0
+    expiries: Mapping[int, int] = field(default_factory=dict)  # ring slot -> expiry (ms)
+    last_timestamp_ms: int = 0
+    last_expiry_ms: int = 0
+
+    def expiry_of(self, reservation: int) -> int:
+        return self.expiries.get(reservation % RING_SIZE, 0)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Reservation `sequence` may be sent, signed with `timestamp_ms`."""
+
+    sequence: int
+    slot: int
+    timestamp_ms: int
+    expiry_ms: int
+    state_after: WindowState
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The window is full until `next_free_ms`."""
+
+    next_free_ms: int
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    limit: int
+    recv_window_ms: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= RING_SIZE:
+            raise ValueError(f"limit must be within 1..{RING_SIZE}")
+
+    def decide(self, state: WindowState, now_ms: int) -> Grant | Refusal:
+        timestamp = max(now_ms, state.last_timestamp_ms)
+        blocking_expiry = self._blocking_expiry(state)
+        if timestamp < blocking_expiry:
+            return Refusal(next_free_ms=blocking_expiry)
+        expiry = max(timestamp + self.recv_window_ms + FUTURE_TOLERANCE_MS + HOUR_MS, state.last_expiry_ms)
+        slot = state.sequence % RING_SIZE
+        after = WindowState(
+            sequence=state.sequence + 1,
+            expiries={**state.expiries, slot: expiry},
+            last_timestamp_ms=timestamp,
+            last_expiry_ms=expiry,
+        )
+        return Grant(state.sequence, slot, timestamp, expiry, after)
+
+    def used(self, state: WindowState, now_ms: int) -> int:
+        """Reservations still counting against the window at `now_ms`."""
+        newest = range(max(0, state.sequence - RING_SIZE), state.sequence)
+        return sum(1 for n in newest if state.expiry_of(n) > now_ms)
+
+    def next_free_ms(self, state: WindowState, now_ms: int) -> int:
+        """The earliest instant a new reservation could be granted."""
+        return max(now_ms, state.last_timestamp_ms, self._blocking_expiry(state))
+
+    def _blocking_expiry(self, state: WindowState) -> int:
+        # The reservation `limit` places back must have expired before another may start.
+        if state.sequence < self.limit:
+            return 0
+        return state.expiry_of(state.sequence - self.limit)
