@@ -1,0 +1,61 @@
+import pytest
+
+from auto_collector.config import Settings
+from auto_collector.errors import ConfigurationError
+
+BASE = {"SECRET_ID": "binance/collector", "TABLE_NAME": "collector"}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_environment(BASE)
+    assert settings == Settings(secret_id="binance/collector", table_name="collector")
+    assert settings.base_url == "https://api.binance.com"
+    assert settings.max_calls_per_hour == 500
+    assert settings.recv_window_ms == 5000
+
+
+def test_every_setting_is_read() -> None:
+    settings = Settings.from_environment(
+        {
+            **BASE,
+            "BINANCE_BASE_URL": "http://127.0.0.1:8080/",
+            "MAX_CALLS_PER_HOUR": "12",
+            "RECV_WINDOW_MS": "60000",
+            "ACCOUNT_LABEL": "fund-a.sub_1",
+            "OUTCOME_RETENTION_DAYS": "7",
+            "MAX_ATTEMPTS": "5",
+            "HTTP_TIMEOUT_SECONDS": "4",
+            "SECRET_MAX_AGE_SECONDS": "0",
+        }
+    )
+    assert settings.base_url == "http://127.0.0.1:8080"
+    assert (settings.max_calls_per_hour, settings.recv_window_ms, settings.account_label) == (12, 60000, "fund-a.sub_1")
+    assert (settings.outcome_retention_days, settings.max_attempts, settings.http_timeout_s) == (7, 5, 4.0)
+    assert settings.secret_max_age_s == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"SECRET_ID": ""}, "SECRET_ID is required but not set"),
+        ({"TABLE_NAME": "  "}, "TABLE_NAME is required but not set"),
+        ({"MAX_CALLS_PER_HOUR": "0"}, "MAX_CALLS_PER_HOUR must be between 1 and 500, got 0"),
+        ({"MAX_CALLS_PER_HOUR": "501"}, "MAX_CALLS_PER_HOUR must be between 1 and 500, got 501"),
+        ({"MAX_CALLS_PER_HOUR": "ten"}, "MAX_CALLS_PER_HOUR must be a whole number, got 'ten'"),
+        ({"RECV_WINDOW_MS": "60001"}, "RECV_WINDOW_MS must be between 1 and 60000"),
+        ({"BINANCE_BASE_URL": "http://api.binance.com"}, "plain http only for a loopback host"),
+        ({"BINANCE_BASE_URL": "https://api.binance.com/sapi"}, "scheme and host only"),
+        ({"BINANCE_BASE_URL": "ftp://x"}, "must be an http(s) URL"),
+        ({"ACCOUNT_LABEL": "a b"}, "ACCOUNT_LABEL must be"),
+        ({"MAX_ATTEMPTS": "11"}, "MAX_ATTEMPTS must be between 1 and 10"),
+    ],
+)
+def test_invalid_values_name_the_variable(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_environment({**BASE, **overrides})
+    assert message in str(raised.value)
+
+
+def test_secret_id_missing_entirely() -> None:
+    with pytest.raises(ConfigurationError, match="SECRET_ID"):
+        Settings.from_environment({"TABLE_NAME": "t"})

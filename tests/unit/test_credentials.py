@@ -1,0 +1,86 @@
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from auto_collector.credentials import parse_secret
+from auto_collector.errors import SecretError
+
+SECRET_ID = "binance/collector"
+API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+
+
+def pem(key: object, passphrase: bytes | None = None) -> str:
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    ).decode()
+
+
+def test_hmac_secret() -> None:
+    credentials = parse_secret(json.dumps({"apiKey": API_KEY, "apiSecret": "s3cr3t"}), SECRET_ID)
+    assert credentials.key_type == "hmac"
+    assert credentials.api_key == API_KEY
+    assert API_KEY not in repr(credentials) and "s3cr3t" not in repr(credentials)
+
+
+def test_ed25519_and_rsa_keys_are_detected_from_the_pem() -> None:
+    ed = parse_secret(json.dumps({"apiKey": API_KEY, "privateKey": pem(Ed25519PrivateKey.generate())}), SECRET_ID)
+    assert ed.key_type == "ed25519"
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert parse_secret(json.dumps({"apiKey": API_KEY, "privateKey": pem(rsa_key)}), SECRET_ID).key_type == "rsa"
+
+
+def test_passphrase_protected_pem() -> None:
+    value = {"apiKey": API_KEY, "privateKey": pem(Ed25519PrivateKey.generate(), b"correct horse"),
+             "privateKeyPassphrase": "correct horse"}
+    assert parse_secret(json.dumps(value), SECRET_ID).key_type == "ed25519"
+
+
+PRIVATE = pem(Ed25519PrivateKey.generate())
+ENCRYPTED = pem(Ed25519PrivateKey.generate(), b"correct horse")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not json {", "is not valid JSON (Expecting value at line 1 column 1)"),
+        ("[1, 2]", "must be a JSON object, got list"),
+        (json.dumps({"apiSecret": "x"}), "has no 'apiKey'"),
+        (json.dumps({"apiKey": "", "apiSecret": "x"}), "'apiKey' must be a non-empty string"),
+        (json.dumps({"apiKey": "has space", "apiSecret": "x"}), "printable ASCII without spaces"),
+        (json.dumps({"apiKey": API_KEY}), "needs 'apiSecret' (HMAC key) or 'privateKey'"),
+        (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "privateKey": PRIVATE}), "has both"),
+        (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "extra": 1}), "unknown fields ['extra']"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": "MC4CAQAwBQYDK2VwBCIEI"}), "is not a PEM block"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE.replace("M", "A", 3)}), "could not be read"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED}), "is encrypted; add 'privateKeyPassphrase'"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED, "privateKeyPassphrase": "wrong"}),
+         "could not be read"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE, "privateKeyPassphrase": "p"}), "is not encrypted"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": pem(ec.generate_private_key(ec.SECP256R1()))}),
+         "Binance accepts Ed25519 or RSA keys"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": pem(rsa.generate_private_key(65537, 1024))}),
+         "RSA key is 1024 bits"),
+    ],
+)
+def test_bad_secrets_give_specific_errors_without_the_content(value: str, message: str) -> None:
+    with pytest.raises(SecretError) as raised:
+        parse_secret(value, SECRET_ID)
+    text = str(raised.value)
+    assert message in text
+    assert SECRET_ID in text
+    for secret_part in (API_KEY, PRIVATE.splitlines()[1], ENCRYPTED.splitlines()[1], "correct horse"):
+        assert secret_part not in text
+    # no chained exception (which could quote the secret) travels with the error
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None or raised.value.__suppress_context__
+
+
+def test_binary_secret_is_refused() -> None:
+    with pytest.raises(SecretError, match="no SecretString"):
+        parse_secret(b"\x00", SECRET_ID)

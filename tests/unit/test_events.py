@@ -1,0 +1,50 @@
+import pytest
+
+from auto_collector.errors import InvalidEventError
+from auto_collector.events import Invocation, parse_event
+
+SCHEDULED = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2026-11-25T14:00:00Z",
+    "region": "eu-west-1",
+    "resources": ["arn:aws:events:eu-west-1:123456789012:rule/collector"],
+    "detail": {},
+}
+
+
+def test_scheduled_event_is_a_schedule_trigger_with_its_id_and_time() -> None:
+    assert parse_event(SCHEDULED) == Invocation(
+        trigger="schedule", event_id=SCHEDULED["id"], scheduled_time="2026-11-25T14:00:00Z"
+    )
+
+
+def test_console_events() -> None:
+    assert parse_event({}) == Invocation(trigger="console")
+    assert parse_event({"dryRun": True}) == Invocation(trigger="console", dry_run=True)
+    assert parse_event({"dryRun": False}) == Invocation(trigger="console")
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (None, "must be a JSON object, got NoneType"),
+        ([], "must be a JSON object, got list"),
+        ("run", "must be a JSON object, got str"),
+        ({"key1": "value1", "key2": "value2", "key3": "value3"}, "unknown event keys ['key1', 'key2', 'key3']"),
+        ({"dryRun": "true"}, "'dryRun' must be true or false (a JSON boolean), got str 'true'"),
+        ({"dryRun": 1}, "got int 1"),
+        ({**SCHEDULED, "source": "aws.s3"}, "source 'aws.s3'"),
+        ({**SCHEDULED, "detail-type": "Object Created"}, "detail-type 'Object Created'"),
+        ({**SCHEDULED, "extra": 1}, "unexpected keys ['extra']"),
+        ({**SCHEDULED, "id": ""}, "no 'id'"),
+        ({**SCHEDULED, "detail": {"x": 1}}, "'detail' must be an empty object"),
+    ],
+)
+def test_anything_else_is_refused_with_a_specific_message(event: object, message: str) -> None:
+    with pytest.raises(InvalidEventError) as raised:
+        parse_event(event)
+    assert message in str(raised.value)

@@ -1,0 +1,54 @@
+import base64
+from urllib.parse import parse_qsl
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.hashes import SHA256
+
+from auto_collector.signing import Ed25519Signer, HmacSigner, RsaSigner, signed_payload
+
+PUBLISHED_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+
+
+def test_hmac_matches_binance_published_vector() -> None:
+    payload = (
+        "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
+    )
+    assert HmacSigner(PUBLISHED_SECRET).sign(payload) == (
+        "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+    )
+
+
+def test_signed_payload_for_auto_collection_matches_official_sdk_vector() -> None:
+    body = signed_payload({"recvWindow": 5000, "timestamp": 1499827319559}, HmacSigner(PUBLISHED_SECRET))
+    assert body == (
+        "recvWindow=5000&timestamp=1499827319559"
+        "&signature=82f4e72e95e63d666b6da651e82a701722ad8a785a169318d91f36f279c55821"
+    )
+
+
+def test_ed25519_signature_is_base64_percent_encoded_and_verifies() -> None:
+    key = Ed25519PrivateKey.generate()
+    body = signed_payload({"recvWindow": 5000, "timestamp": 1}, Ed25519Signer(key))
+    payload, _, encoded = body.rpartition("&signature=")
+    assert "+" not in encoded and "/" not in encoded and "=" not in encoded  # percent-encoded
+    signature = dict(parse_qsl(body))["signature"]
+    key.public_key().verify(base64.b64decode(signature), payload.encode())
+
+
+def test_rsa_signature_is_pkcs1v15_sha256_and_verifies() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    body = signed_payload({"recvWindow": 5000, "timestamp": 1}, RsaSigner(key))
+    payload = body.rpartition("&signature=")[0]
+    signature = base64.b64decode(dict(parse_qsl(body))["signature"])
+    key.public_key().verify(signature, payload.encode(), padding.PKCS1v15(), SHA256())
+
+
+def test_signers_never_show_key_material() -> None:
+    ed = Ed25519PrivateKey.generate()
+    pem = ed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    for signer in (HmacSigner(PUBLISHED_SECRET), Ed25519Signer(ed)):
+        assert PUBLISHED_SECRET not in repr(signer)
+        assert pem.decode() not in repr(signer)
+        assert "hidden" in repr(signer)
