@@ -1,16 +1,20 @@
 """The rolling-window budget: at most `limit` requests per account in any hour, as the exchange sees it.
 
-How it works. Reservations are numbered 0, 1, 2, ... (the sequence). Reservation n may be granted at
-time t only if reservation n - limit has *expired* by t. A reservation's expiry is
+How it works. Reservations are numbered 0, 1, 2, ... (the sequence). Each carries an *expiry*:
 
     signed timestamp + recvWindow + 1 s + 3600 s
 
-because the exchange refuses a request that arrives later than `timestamp + recvWindow` or that
-claims a timestamp more than 1 s ahead of its clock. So in the exchange's own clock, request n
-arrives more than an hour after request n - limit, whatever the Lambda hosts' clocks say. Signed
-timestamps and expiries are kept non-decreasing along the sequence, which makes "n - limit has
-expired" equivalent to "fewer than `limit` requests in the last hour" — so the window never refuses
-a call the budget allows, and never grants one it does not.
+raised if needed to the previous reservation's expiry, so expiries never decrease along the sequence.
+Reservation n may be granted only if its signed timestamp is at or after the expiry of reservation
+n - limit.
+
+Why that is exact in the exchange's own clock: the exchange refuses a request arriving later than
+`timestamp + recvWindow`, or claiming a timestamp 1 s or more ahead of its clock. So for any i <= n - limit,
+request n arrives after `ts_n - 1 s >= expiry_(n-limit) - 1 s >= expiry_i - 1 s >= arrival_i + 3600 s`:
+any two requests `limit` apart in the sequence arrive more than an hour apart, so no hour ever holds more
+than `limit` of them, whatever the Lambda hosts' clocks say (a host whose clock is fast only makes its
+own expiry later). And with expiries non-decreasing, "n - limit has expired" is exactly "fewer than
+`limit` reservations are unexpired": the window never refuses a call the budget allows.
 
 The state is one DynamoDB item holding the expiries of the last RING_SIZE reservations (RING_SIZE is
 the exchange's ceiling, so any configured limit <= 500 can be checked): a constant-size record, with
@@ -70,7 +74,7 @@ class WindowPolicy:
             raise ValueError(f"limit must be within 1..{RING_SIZE}")
 
     def decide(self, state: WindowState, now_ms: int) -> Grant | Refusal:
-        timestamp = max(now_ms, state.last_timestamp_ms)
+        timestamp = now_ms
         blocking_expiry = self._blocking_expiry(state)
         if timestamp < blocking_expiry:
             return Refusal(next_free_ms=blocking_expiry)
@@ -91,7 +95,7 @@ class WindowPolicy:
 
     def next_free_ms(self, state: WindowState, now_ms: int) -> int:
         """The earliest instant a new reservation could be granted."""
-        return max(now_ms, state.last_timestamp_ms, self._blocking_expiry(state))
+        return max(now_ms, self._blocking_expiry(state))
 
     def _blocking_expiry(self, state: WindowState) -> int:
         # The reservation `limit` places back must have expired before another may start.

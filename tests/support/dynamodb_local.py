@@ -89,7 +89,7 @@ class DynamoDBLocal:
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id="local",
-            aws_secret_access_key="local",  # noqa: S106 - DynamoDB Local accepts any credentials
+            aws_secret_access_key="local",
         )
 
     def stop(self) -> None:

@@ -38,12 +38,24 @@ def test_used_counts_only_unexpired_reservations() -> None:
     assert policy.used(state, OCCUPANCY + 2000) == 0
 
 
-def test_timestamps_never_go_backwards_when_a_host_clock_is_behind() -> None:
-    policy = WindowPolicy(limit=10, recv_window_ms=RECV)
-    state, _ = reserve_many(policy, WindowState(), [5_000])
-    decision = policy.decide(state, 4_000)  # another host, 1 s behind
-    assert isinstance(decision, Grant)
-    assert decision.timestamp_ms == 5_000
+def test_a_host_whose_clock_is_behind_signs_with_its_own_time_and_cannot_shorten_the_window() -> None:
+    policy = WindowPolicy(limit=1, recv_window_ms=RECV)
+    first = policy.decide(WindowState(), 5_000)
+    assert isinstance(first, Grant)
+    # A host 1 s behind: its request is signed with its own clock (or the exchange would refuse it) ...
+    assert isinstance(policy.decide(first.state_after, 4_000 + OCCUPANCY), Refusal)
+    late = policy.decide(first.state_after, 5_000 + OCCUPANCY)
+    assert isinstance(late, Grant) and late.timestamp_ms == 5_000 + OCCUPANCY
+
+
+def test_a_host_whose_clock_is_ahead_only_delays_later_reservations() -> None:
+    policy = WindowPolicy(limit=2, recv_window_ms=RECV)
+    ahead = policy.decide(WindowState(), 20_000)  # 20 s fast
+    assert isinstance(ahead, Grant)
+    behind = policy.decide(ahead.state_after, 0)
+    assert isinstance(behind, Grant)
+    assert behind.timestamp_ms == 0  # signs with the time the exchange will accept
+    assert behind.expiry_ms == ahead.expiry_ms  # but its expiry never precedes an earlier one
 
 
 def test_expiries_never_decrease_when_recv_window_shrinks() -> None:
