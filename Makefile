@@ -1,0 +1,45 @@
+# One entry point for people and CI: `make run`, `make test`, `make bench`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test lint typecheck template-check pytest bench build clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+## run: the collector's main job on local emulators (moto + exchange emulator), no account needed
+run: $(STAMP)
+	$(PY) -m localdev.run $(ARGS)
+
+## test: every gate CI runs - lint, types, template checks, then the whole pytest suite
+test: lint typecheck template-check pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check handler localdev tests bench
+	$(VENV)/bin/ruff format --check localdev
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy localdev
+
+template-check:
+	bash scripts/check-template.sh
+
+pytest: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## build: sam build without Docker (see scripts/sam-build.sh)
+build:
+	bash scripts/sam-build.sh
+
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf .aws-sam .cache .pytest_cache .mypy_cache .ruff_cache

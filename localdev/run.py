@@ -1,0 +1,192 @@
+"""`make run`: the collector's main job on this machine, with no AWS account and no exchange account.
+
+Starts moto's server (Secrets Manager, DynamoDB) and the exchange emulator on 127.0.0.1, creates the
+table from template.yaml's own definition and a secret holding a fresh Ed25519 key, then invokes the
+handler named by the template with every file in events/ - JSON in, JSON out, as Lambda does - and
+prints each invocation's status, the window usage and the outcome records from the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, ExchangeEmulator
+from localdev.template import REPO, create_table_from_template, function_entry_point, load_template
+
+EVENTS = REPO / "events"
+LOG_FILE = REPO / ".cache" / "make-run.log"
+
+
+@contextlib.contextmanager
+def local_aws() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="local",
+        AWS_SECRET_ACCESS_KEY="local",
+        AWS_DEFAULT_REGION="eu-west-1",
+        AWS_REGION="eu-west-1",
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+class LambdaContext:
+    def __init__(self, timeout_ms: int) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+        self.function_name = "FundAutoCollector-local"
+        self.memory_limit_in_mb = 256
+        self.invoked_function_arn = "arn:aws:lambda:eu-west-1:000000000000:function:FundAutoCollector-local"
+        self._deadline = time.monotonic() + timeout_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_handler() -> Callable[[Any, Any], Any]:
+    code_dir, module, attribute = function_entry_point(load_template())
+    sys.path.insert(0, str(code_dir))
+    return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+
+
+def provision(exchange: ExchangeEmulator, budget: int) -> dict[str, str]:
+    import boto3
+
+    table = "fund-auto-collector-local"
+    create_table_from_template(boto3.client("dynamodb"), table)
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    api_key = uuid.uuid4().hex + uuid.uuid4().hex
+    exchange.add_credential(ApiCredential(api_key=api_key, public_key_pem=public_pem))
+    exchange.set_balances(
+        "default",
+        {"USDT": {"umWalletBalance": "1250.5"}, "BTC": {"cmWalletBalance": "0.02"}, "BNB": {"umWalletBalance": "3"}},
+    )
+    secret_id = "fund-auto-collector/local"
+    boto3.client("secretsmanager").create_secret(
+        Name=secret_id, SecretString=json.dumps({"apiKey": api_key, "privateKey": private_pem})
+    )
+    return {
+        "SECRET_ID": secret_id,
+        "TABLE_NAME": table,
+        "BINANCE_BASE_URL": exchange.base_url,
+        "MAX_CALLS_PER_HOUR": str(budget),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "fund-auto-collector",
+        "POWERTOOLS_METRICS_NAMESPACE": "FundAutoCollector",
+    }
+
+
+def invoke(handler: Callable[[Any, Any], Any], event_file: Path, timeout_ms: int) -> dict[str, Any]:
+    event = json.loads(event_file.read_text())
+    try:
+        result = handler(event, LambdaContext(timeout_ms))
+        serialised: dict[str, Any] = json.loads(json.dumps(result))  # Lambda serialises the return value
+        return serialised
+    except Exception as error:
+        return {"status": "error", "errorType": type(error).__name__, "errorMessage": str(error)}
+
+
+def outcome_records(table: str) -> list[dict[str, Any]]:
+    import boto3
+
+    from auto_collector.store import from_attribute
+
+    response = boto3.client("dynamodb").scan(TableName=table, ConsistentRead=True)
+    records = [{k: from_attribute(v) for k, v in item.items()} for item in response["Items"]]
+    return sorted((r for r in records if r["sk"].startswith("OUTCOME#")), key=lambda r: r["sk"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("events", nargs="*", type=Path, help="event files (default: every file in events/)")
+    parser.add_argument("--repeat", type=int, default=2, help="invoke the event files this many times")
+    parser.add_argument(
+        "--budget", type=int, default=3, help="MAX_CALLS_PER_HOUR for this run (small, to show the window at work)"
+    )
+    parser.add_argument("--timeout-ms", type=int, default=60_000, help="the simulated function timeout")
+    args = parser.parse_args(argv)
+    event_files = args.events or sorted(EVENTS.glob("*.json"))
+    out = sys.stdout
+    LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+
+    with local_aws() as aws_endpoint, ExchangeEmulator() as exchange, LOG_FILE.open("w") as log:
+        environment = provision(exchange, args.budget)
+        os.environ.update(environment)
+        print(f"AWS emulation (moto) at {aws_endpoint}; exchange emulator at {exchange.base_url}", file=out)
+        print(
+            f"table {environment['TABLE_NAME']!r} from template.yaml; secret {environment['SECRET_ID']!r} "
+            f"holds a fresh Ed25519 key; budget {args.budget}/hour\n",
+            file=out,
+        )
+        with contextlib.redirect_stdout(log):  # the function's JSON logs and EMF metrics go to the log file
+            handler = load_handler()
+            results = [
+                (event_file, invoke(handler, event_file, args.timeout_ms))
+                for _ in range(args.repeat)
+                for event_file in event_files
+            ]
+        print(f"{'event':<22} {'status':<17} {'window':>9}  next slot / error", file=out)
+        for event_file, result in results:
+            window = f"{result.get('windowUsed')}/{result.get('windowLimit')}" if "windowUsed" in result else "-"
+            detail = result.get("nextSlotAt") or ""
+            if result["status"] == "error":
+                detail = f"{result['errorType']}: {result['errorMessage']}"
+            print(f"{event_file.name:<22} {result['status']:<17} {window:>9}  {detail}", file=out)
+
+        collections = exchange.requests(AUTO_COLLECTION_PATH)
+        accepted = sum(1 for r in collections if r.status == 200)
+        print(
+            f"\nexchange emulator: {len(collections)} signed collection request(s), {accepted} accepted "
+            f"(signature, API key and timestamp verified); USDT now in margin: "
+            f"{exchange.balances('default')['USDT']['crossMarginFree']}",
+            file=out,
+        )
+        print("\noutcome records in the table:", file=out)
+        for record in outcome_records(environment["TABLE_NAME"]):
+            attempts = (
+                ", ".join(
+                    f"#{a['reservation']} HTTP {a['httpStatus']} {a['latencyMs']} ms" for a in record["attemptLog"]
+                )
+                or "no request sent"
+            )
+            print(
+                f"  {record['startedAt']}  {record['trigger']:<8} {record['status']:<17} "
+                f"window {record['windowUsed']}/{record['windowLimit']}  [{attempts}]",
+                file=out,
+            )
+        print(f"\nfull function logs (JSON, with EMF metrics): {LOG_FILE.relative_to(REPO)}", file=out)
+        failed = [r for _, r in results if r["status"] == "error"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
