@@ -11,9 +11,11 @@ Order of work, and why:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from aws_lambda_powertools import Logger
 
 from .config import Settings
 from .credentials import ApiCredentials
@@ -28,14 +30,21 @@ from .errors import (
 from .events import Invocation
 from .exchange import AttemptResult, BinanceClient
 from .store import WindowStore, account_key
-from .window import Refusal, WindowPolicy, WindowState
+from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
-Status = Literal["collected", "dry_run", "budget_exhausted", "failed"]
+logger = Logger(service="fund-auto-collector", child=True)
+
+Status = Literal["collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "failed"]
 
 #: Time kept back at the end of an invocation to write the outcome record.
 OUTCOME_RESERVE_MS = 1_500
 #: An attempt is not started with less HTTP time than this.
 MIN_HTTP_TIMEOUT_MS = 1_000
+#: -2015 invalid key/IP/permissions, -1022 bad signature: what a rotated key looks like from here.
+KEY_REFUSED_CODES = frozenset({-2015, -1022})
+#: Back-off when a 429/418 comes without Retry-After (a 418 ban lasts at least 2 minutes).
+DEFAULT_RATE_LIMIT_S = 60
+DEFAULT_BAN_S = 300
 #: Pause before retrying a 5XX/timeout, doubled each time (bounded by the deadline).
 RETRY_BACKOFF_MS = 250
 
@@ -76,6 +85,8 @@ class Outcome:
     next_free_ms: int | None = None
     clock_offset_ms: int = 0
     key_type: str | None = None
+    blocked_until_ms: int | None = None
+    note: str | None = None
     error: CollectorError | None = None
 
     @property
@@ -97,6 +108,8 @@ class Outcome:
             "httpStatus": last.http_status if last else None,
             "exchangeCode": last.code if last else None,
             "usedWeight1m": last.used_weight_1m if last else None,
+            "blockedUntil": _iso(self.blocked_until_ms) if self.blocked_until_ms else None,
+            "note": self.note,
             "error": _error_summary(self.error),
         }
 
@@ -120,21 +133,34 @@ class Outcome:
         }
 
 
+class CredentialsLoader(Protocol):
+    def load(self, force_fetch: bool = False) -> ApiCredentials:
+        """The account's credentials; `force_fetch` bypasses any cache (after the exchange refused the key)."""
+        ...
+
+
 class Collector:
+    """Collects for one account. Keeps no per-invocation state, so a warm container reuses it."""
+
     def __init__(
         self,
         settings: Settings,
+        account: str,
         store: WindowStore,
         exchange: BinanceClient,
-        load_credentials: Callable[[], ApiCredentials],
+        credentials: CredentialsLoader,
         *,
+        block_scope: Sequence[str] = (),
         wall_clock_ms: Callable[[], int] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings
+        self._account = account
         self._store = store
         self._exchange = exchange
-        self._load_credentials = load_credentials
+        self._credentials = credentials
+        # Accounts sharing this function's outbound IP: a 429/418 stops all of them.
+        self._block_scope = list(block_scope) or [account]
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._sleep = sleep
         self._policy = WindowPolicy(settings.max_calls_per_hour, settings.recv_window_ms)
@@ -142,14 +168,14 @@ class Collector:
     def run(self, invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int]) -> Outcome:
         """Do what `invocation` asks. Expected failures end up in `Outcome.error`, not raised."""
         outcome = Outcome(
-            account=self._settings.account_label,
+            account=self._account,
             invocation_id=invocation_id,
             invocation=invocation,
             started_ms=self._wall_clock_ms(),
             window_limit=self._settings.max_calls_per_hour,
         )
         try:
-            credentials = self._load_credentials()
+            credentials = self._credentials.load()
             outcome.key_type = credentials.key_type
             if invocation.dry_run:
                 self._dry_run(outcome, credentials, remaining_ms)
@@ -164,45 +190,63 @@ class Collector:
     def _dry_run(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
         credentials.signer.sign("recvWindow=5000&timestamp=0")  # proves the key can sign; nothing is sent
         state = self._store.read(outcome.account)
+        self._record_window(outcome, state)
+        outcome.status = "dry_run"
+        if state.blocked_until_ms > self._exchange.server_now_ms():
+            outcome.blocked_until_ms = state.blocked_until_ms  # even the server-time call would extend a ban
+            return
         try:
             self._exchange.sync_clock(self._http_timeout_s(remaining_ms))
+        except DeadlineError:
+            raise
         except Exception as error:  # noqa: BLE001 - any transport failure means "not reachable"
             raise ExchangeUnavailableError(
                 f"dry run could not read the exchange's server time ({type(error).__name__})"
             ) from None
-        self._record_window(outcome, state)
-        outcome.status = "dry_run"
 
     def _collect(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
-        account = outcome.account
+        invocation = outcome.invocation
         retryable_attempts = 0
-        clock_resynced = False
+        clock_resynced = key_reread = False
         backoff_ms = RETRY_BACKOFF_MS
-        state = WindowState()
         while True:
             timeout_s = self._http_timeout_s(remaining_ms)
-            decision, state = self._store.reserve(account, self._policy, self._exchange.server_now_ms, remaining_ms)
-            if isinstance(decision, Refusal):
+            decision, state = self._store.reserve(
+                outcome.account,
+                self._policy,
+                self._exchange.server_now_ms,
+                remaining_ms,
+                event_id=invocation.event_id,
+                invocation_id=outcome.invocation_id,
+            )
+            if not isinstance(decision, Grant):
                 self._record_window(outcome, state)
-                outcome.next_free_ms = decision.next_free_ms
-                if outcome.attempts:  # earlier attempts failed and the budget ran out before a retry
+                if outcome.attempts:  # earlier attempts failed and no retry may be sent now
                     raise _failure(outcome.attempts[-1].result)
-                outcome.status = "budget_exhausted"
+                self._refused(outcome, decision)
                 return
-            state = decision.state_after
             # Reserving may have waited on contention: the HTTP time still ends before the deadline.
             timeout_s = min(timeout_s, max(0.1, (remaining_ms() - OUTCOME_RESERVE_MS) / 1000))
+            logger.info("window slot reserved", extra={"account": outcome.account, "reservation": decision.sequence})
             result = self._exchange.auto_collect(
                 credentials, decision.timestamp_ms, self._settings.recv_window_ms, timeout_s
             )
             outcome.attempts.append(AttemptRecord(decision.sequence, decision.timestamp_ms, result))
-            self._record_window(outcome, state)
+            self._record_window(outcome, decision.state_after)
             if result.verdict == "success":
                 outcome.status = "collected"
                 return
             if result.verdict == "clock_skew" and not clock_resynced:
                 clock_resynced = True
                 self._resync_clock(remaining_ms)
+                continue
+            if result.verdict == "rate_limited":
+                self._back_off(outcome, result)
+                raise _failure(result)
+            if result.verdict == "rejected" and result.code in KEY_REFUSED_CODES and not key_reread:
+                key_reread = True
+                credentials = self._reread_rotated_key(credentials, result)
+                outcome.key_type = credentials.key_type
                 continue
             if result.verdict != "retryable":
                 raise _failure(result)
@@ -214,9 +258,42 @@ class Collector:
             self._sleep(backoff_ms / 1000)
             backoff_ms *= 2
 
+    def _refused(self, outcome: Outcome, decision: Refusal | BackingOff | Duplicate) -> None:
+        if isinstance(decision, Refusal):
+            outcome.status = "budget_exhausted"
+            outcome.next_free_ms = decision.next_free_ms
+        elif isinstance(decision, BackingOff):
+            outcome.status = "backing_off"
+            outcome.blocked_until_ms = decision.until_ms
+            outcome.note = decision.reason
+        else:
+            outcome.status = "duplicate"
+            outcome.note = (
+                f"event {decision.event_id} was already handled by invocation {decision.original_invocation_id}"
+            )
+
+    def _back_off(self, outcome: Outcome, result: AttemptResult) -> None:
+        """Store the exchange's 'stop calling' so no invocation calls through it (that gets the IP banned)."""
+        default_s = DEFAULT_BAN_S if result.http_status == 418 else DEFAULT_RATE_LIMIT_S
+        until = self._exchange.server_now_ms() + 1000 * (result.retry_after_s or default_s)
+        reason = f"HTTP {result.http_status} code {result.code}: {result.message}"[:500]
+        outcome.blocked_until_ms = until
+        self._store.block(self._block_scope, until, reason)
+
+    def _reread_rotated_key(self, current: ApiCredentials, result: AttemptResult) -> ApiCredentials:
+        """After -2015/-1022 the key may just have been rotated: read the secret again, bypassing the cache."""
+        fresh = self._credentials.load(force_fetch=True)
+        if fresh is current or (fresh.api_key == current.api_key and fresh.fingerprint == current.fingerprint):
+            raise _failure(result, "; the secret was re-read and has not changed: check the key, its permissions "
+                                   "and IP whitelist, or put the new key in the secret")
+        logger.warning("the exchange refused the key and the secret has changed: retrying once with the new key")
+        return fresh
+
     def _resync_clock(self, remaining_ms: Callable[[], int]) -> None:
         try:
             self._exchange.sync_clock(self._http_timeout_s(remaining_ms))
+        except DeadlineError:
+            raise
         except Exception as error:  # noqa: BLE001 - a failed resync is reported as the -1021 it was meant to cure
             raise ExchangeRejectedError(
                 f"timestamp outside recvWindow and the server time could not be read ({type(error).__name__})",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,14 +21,25 @@ _ACCOUNT_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _DOCKER_HOST_ALIAS = "host.docker.internal"
 
 
+#: Accounts one invocation collects for; more belong in a fan-out (see the README).
+MAX_ACCOUNTS = 100
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One exchange account: a label (its key in the table) and the secret holding its API key."""
+
+    label: str
+    secret_id: str
+
+
 @dataclass(frozen=True)
 class Settings:
-    secret_id: str
     table_name: str
+    accounts: tuple[AccountConfig, ...]
     base_url: str = "https://api.binance.com"
     max_calls_per_hour: int = EXCHANGE_HOURLY_LIMIT
     recv_window_ms: int = 5_000
-    account_label: str = "default"
     outcome_retention_days: int = 90
     max_attempts: int = 3
     http_timeout_s: float = 10.0
@@ -37,14 +49,13 @@ class Settings:
     def from_environment(cls, env: Mapping[str, str]) -> Settings:
         """Read and validate the environment; the first problem found is raised, naming its variable."""
         return cls(
-            secret_id=_required(env, "SECRET_ID"),
             table_name=_required(env, "TABLE_NAME"),
+            accounts=_accounts(env),
             base_url=_base_url(env.get("BINANCE_BASE_URL", cls.base_url)),
             max_calls_per_hour=_integer(
                 env, "MAX_CALLS_PER_HOUR", cls.max_calls_per_hour, 1, EXCHANGE_HOURLY_LIMIT
             ),
             recv_window_ms=_integer(env, "RECV_WINDOW_MS", cls.recv_window_ms, 1, MAX_RECV_WINDOW_MS),
-            account_label=account_label_from(env),
             outcome_retention_days=_integer(
                 env, "OUTCOME_RETENTION_DAYS", cls.outcome_retention_days, 1, 3650
             ),
@@ -54,13 +65,55 @@ class Settings:
         )
 
 
+    @property
+    def labels(self) -> list[str]:
+        return [account.label for account in self.accounts]
+
+
 def account_label_from(env: Mapping[str, str]) -> str:
-    label = env.get("ACCOUNT_LABEL", "").strip() or "default"
+    """The single account's label (ACCOUNT_LABEL, default "default")."""
+    return _label(env.get("ACCOUNT_LABEL", "").strip() or "default", "ACCOUNT_LABEL")
+
+
+def _label(label: str, where: str) -> str:
     if not _ACCOUNT_LABEL.match(label):
-        raise ConfigurationError(
-            "ACCOUNT_LABEL must be 1-64 characters of letters, digits, '_', '.' or '-'"
-        )
+        raise ConfigurationError(f"{where} must be 1-64 characters of letters, digits, '_', '.' or '-', got {label!r}")
     return label
+
+
+def _accounts(env: Mapping[str, str]) -> tuple[AccountConfig, ...]:
+    """SECRET_ID (+ ACCOUNT_LABEL) for one account, or ACCOUNTS (a JSON list) for several."""
+    raw = env.get("ACCOUNTS", "").strip()
+    if not raw:
+        if not env.get("SECRET_ID", "").strip():
+            raise ConfigurationError("SECRET_ID is required but not set (or ACCOUNTS, for several accounts)")
+        return (AccountConfig(account_label_from(env), _required(env, "SECRET_ID")),)
+    if env.get("SECRET_ID", "").strip():
+        raise ConfigurationError("set either SECRET_ID (one account) or ACCOUNTS (several), not both")
+    shape = 'ACCOUNTS must be a JSON list like [{"label": "fund-a", "secretId": "binance/fund-a"}]'
+    try:
+        entries = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ConfigurationError(f"{shape}; it is not valid JSON") from None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigurationError(f"{shape}; got {type(entries).__name__}")
+    if len(entries) > MAX_ACCOUNTS:
+        raise ConfigurationError(f"ACCOUNTS lists {len(entries)} accounts; at most {MAX_ACCOUNTS} per function")
+    accounts = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"{shape}; entry {index} is a {type(entry).__name__}")
+        if set(entry) != {"label", "secretId"}:
+            raise ConfigurationError(f"{shape}; entry {index} has keys {sorted(entry)}")
+        label, secret_id = entry["label"], entry["secretId"]
+        if not isinstance(label, str) or not isinstance(secret_id, str) or not secret_id.strip():
+            raise ConfigurationError(f"{shape}; entry {index} needs string 'label' and 'secretId'")
+        accounts.append(AccountConfig(_label(label, f"ACCOUNTS[{index}].label"), secret_id.strip()))
+    labels = [account.label for account in accounts]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigurationError(f"ACCOUNTS has duplicate labels {duplicates}")
+    return tuple(accounts)
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

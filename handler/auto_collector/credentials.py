@@ -10,8 +10,9 @@ Error messages say what is wrong with the secret's shape, never what it contains
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import SecretError
 from .signing import Ed25519Signer, HmacSigner, RsaSigner, Signer
@@ -24,6 +25,8 @@ _MIN_RSA_BITS = 2048
 class ApiCredentials:
     api_key: str = field(repr=False)
     signer: Signer
+    #: A digest of the whole secret value, to tell a rotated secret from the same one (not reversible).
+    fingerprint: str = ""
 
     @property
     def key_type(self) -> str:
@@ -34,6 +37,12 @@ class ApiCredentials:
 
 
 def parse_secret(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
+    credentials = _parse(secret_value, secret_id)
+    digest = hashlib.sha256(secret_value.encode() if isinstance(secret_value, str) else b"").hexdigest()[:16]
+    return replace(credentials, fingerprint=digest)
+
+
+def _parse(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
     if secret_value is None or (isinstance(secret_value, bytes)):
         raise SecretError(f"secret {secret_id!r} has no SecretString (binary secrets are not supported)")
     try:

@@ -82,3 +82,14 @@ class ExchangeUnavailableError(ExchangeError):
     """5XX, timeouts or dropped connections on every allowed attempt."""
 
     kind = "exchange_unavailable"
+
+
+class AccountsFailedError(CollectorError):
+    """Several accounts were collected and some failed; raised after every account was done and recorded."""
+
+    kind = "accounts_failed"
+
+    def __init__(self, failures: dict[str, CollectorError]) -> None:
+        self.failures = failures
+        details = "; ".join(f"{account}: {error}" for account, error in failures.items())
+        super().__init__(f"{len(failures)} account(s) failed - {details}")

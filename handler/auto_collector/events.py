@@ -3,11 +3,15 @@
 Accepted:
 - the EventBridge rule's scheduled event (``"source": "aws.events"``, ``"detail-type": "Scheduled Event"``);
 - a console test event ``{}`` (runs a real collection);
-- ``{"dryRun": true}`` (checks configuration, secret, key and window; sends nothing signed).
+- ``{"dryRun": true}`` (checks configuration, secret, key and window; sends nothing signed);
+- either console event with ``"accounts": ["label", ...]`` to act on some of the configured accounts only;
+- an SQS batch whose message bodies are ``{"account": "label"}`` (optionally ``"dryRun"``): the shape of a
+  fan-out to one message per account, for deployments with more accounts than one invocation should hold.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -15,13 +19,17 @@ from typing import Literal
 from .errors import InvalidEventError
 
 #: "unknown" only labels the outcome of an event that was refused.
-Trigger = Literal["schedule", "console", "unknown"]
+Trigger = Literal["schedule", "console", "sqs", "unknown"]
 
 _SCHEDULED_EVENT_KEYS = frozenset(
     {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
 )
-_CONSOLE_EVENT_KEYS = frozenset({"dryRun"})
-_ACCEPTED = 'accepted events are an EventBridge scheduled event, {} and {"dryRun": true}'
+_CONSOLE_EVENT_KEYS = frozenset({"dryRun", "accounts"})
+_SQS_BODY_KEYS = frozenset({"account", "dryRun"})
+_ACCEPTED = (
+    'accepted events are an EventBridge scheduled event, {}, {"dryRun": true} (either may add '
+    '"accounts": [...]) and an SQS batch of {"account": ...} messages'
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,13 @@ class Invocation:
     dry_run: bool = False
     event_id: str | None = None
     scheduled_time: str | None = None
+    #: The accounts to act on; None means every configured account.
+    accounts: tuple[str, ...] | None = None
+    #: Per-account delivery ids (SQS message ids), used like `event_id` to refuse redeliveries.
+    account_event_ids: tuple[tuple[str, str], ...] = ()
+
+    def event_id_for(self, account: str) -> str | None:
+        return dict(self.account_event_ids).get(account, self.event_id)
 
 
 def parse_event(event: object) -> Invocation:
@@ -39,6 +54,8 @@ def parse_event(event: object) -> Invocation:
         raise InvalidEventError(f"the event must be a JSON object, got {type(event).__name__}; {_ACCEPTED}")
     if event.get("source") == "aws.events" or "detail-type" in event:
         return _scheduled(event)
+    if "Records" in event:
+        return _sqs(event)
     return _console(event)
 
 
@@ -67,9 +84,55 @@ def _console(event: Mapping[str, object]) -> Invocation:
     unknown = sorted(str(key) for key in set(event) - _CONSOLE_EVENT_KEYS)
     if unknown:
         raise InvalidEventError(f"unknown event keys {unknown}; {_ACCEPTED}")
-    dry_run = event.get("dryRun", False)
+    accounts = event.get("accounts")
+    if accounts is not None and (
+        not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) and a for a in accounts)
+    ):
+        raise InvalidEventError(f"'accounts' must be a non-empty list of account labels, got {accounts!r}")
+    return Invocation(
+        trigger="console",
+        dry_run=_dry_run_flag(event),
+        accounts=tuple(dict.fromkeys(accounts)) if accounts else None,
+    )
+
+
+def _dry_run_flag(document: Mapping[str, object]) -> bool:
+    dry_run = document.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise InvalidEventError(
             f"'dryRun' must be true or false (a JSON boolean), got {type(dry_run).__name__} {dry_run!r}"
         )
-    return Invocation(trigger="console", dry_run=dry_run)
+    return dry_run
+
+
+def _sqs(event: Mapping[str, object]) -> Invocation:
+    records = event.get("Records")
+    if set(event) != {"Records"} or not isinstance(records, list) or not records:
+        raise InvalidEventError(f"an SQS event must be {{'Records': [...]}} with at least one record; {_ACCEPTED}")
+    accounts: dict[str, str] = {}
+    dry_runs = set()
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping) or record.get("eventSource") != "aws:sqs":
+            raise InvalidEventError(f"record {index} is not an SQS message (eventSource 'aws:sqs')")
+        message_id, body = record.get("messageId"), record.get("body")
+        if not isinstance(message_id, str) or not isinstance(body, str):
+            raise InvalidEventError(f"SQS record {index} has no messageId/body strings")
+        try:
+            document = json.loads(body)
+        except json.JSONDecodeError:
+            raise InvalidEventError(f'SQS record {index} body is not JSON; expected {{"account": "label"}}') from None
+        if not isinstance(document, Mapping) or not isinstance(document.get("account"), str):
+            raise InvalidEventError(f'SQS record {index} body must be {{"account": "label"}}')
+        unknown = sorted(set(document) - _SQS_BODY_KEYS)
+        if unknown:
+            raise InvalidEventError(f"SQS record {index} body has unknown keys {unknown}")
+        accounts[document["account"]] = f"sqs:{message_id}"
+        dry_runs.add(_dry_run_flag(document))
+    if len(dry_runs) > 1:
+        raise InvalidEventError("an SQS batch mixes dry runs and real collections; send them separately")
+    return Invocation(
+        trigger="sqs",
+        dry_run=dry_runs.pop(),
+        accounts=tuple(accounts),
+        account_event_ids=tuple(accounts.items()),
+    )

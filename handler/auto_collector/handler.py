@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .collection import Outcome
+from .errors import AccountsFailedError
 from .service import invoke
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "fund-auto-collector")
@@ -22,11 +23,21 @@ tracer = Tracer(service=SERVICE)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    outcome = invoke(event, context.aws_request_id, context.get_remaining_time_in_millis, os.environ)
-    publish(outcome)
-    if outcome.error is not None:
-        raise outcome.error
-    return outcome.summary()
+    outcomes = invoke(event, context.aws_request_id, context.get_remaining_time_in_millis, os.environ)
+    for outcome in outcomes:
+        publish(outcome)
+    failed = [outcome for outcome in outcomes if outcome.error is not None]
+    if len(outcomes) == 1:
+        if failed:
+            raise failed[0].error  # type: ignore[misc]
+        return outcomes[0].summary()
+    if failed:
+        raise AccountsFailedError({outcome.account: outcome.error for outcome in failed if outcome.error})
+    statuses = {outcome.status for outcome in outcomes}
+    return {
+        "status": statuses.pop() if len(statuses) == 1 else "mixed",
+        "accounts": [outcome.summary() for outcome in outcomes],
+    }
 
 
 def publish(outcome: Outcome) -> None:
@@ -35,6 +46,8 @@ def publish(outcome: Outcome) -> None:
         "collected": "CollectionSucceeded",
         "failed": "CollectionFailed",
         "budget_exhausted": "BudgetExhausted",
+        "backing_off": "BackingOff",
+        "duplicate": "DuplicateDelivery",
         "dry_run": "DryRun",
     }
     metrics.add_metric(name=counters[outcome.status], unit=MetricUnit.Count, value=1)
@@ -48,7 +61,7 @@ def publish(outcome: Outcome) -> None:
     summary = outcome.summary()
     if outcome.error is not None:
         logger.error("collection failed", extra={"outcome": summary})
-    elif outcome.status == "budget_exhausted":
-        logger.warning("window budget exhausted; nothing sent", extra={"outcome": summary})
+    elif outcome.status in ("budget_exhausted", "backing_off"):
+        logger.warning(f"nothing sent: {outcome.status}", extra={"outcome": summary})
     else:
         logger.info(f"invocation finished: {outcome.status}", extra={"outcome": summary})

@@ -58,9 +58,8 @@ class CredentialsSource:
 class Runtime:
     settings: Settings
     store: WindowStore
-    exchange: BinanceClient
-    credentials: CredentialsSource
-    collector: Collector
+    collectors: dict[str, Collector]  # by account label, in configuration order
+    exchanges: dict[str, BinanceClient]
 
 
 _runtimes: dict[Settings, Runtime] = {}
@@ -83,7 +82,13 @@ def _build(settings: Settings) -> Runtime:
     dynamodb: DynamoDBClient = boto3.client("dynamodb", config=_AWS_CLIENT_CONFIG)
     secrets = SecretsProvider(boto_config=_AWS_CLIENT_CONFIG)
     store = WindowStore(dynamodb, settings.table_name)
-    exchange = BinanceClient(settings.base_url, requests.Session())
-    credentials = CredentialsSource(secrets, settings.secret_id, settings.secret_max_age_s)
-    collector = Collector(settings, store, exchange, credentials.load)
-    return Runtime(settings, store, exchange, credentials, collector)
+    collectors: dict[str, Collector] = {}
+    exchanges: dict[str, BinanceClient] = {}
+    for account in settings.accounts:
+        # One HTTP session per account: accounts are collected on parallel threads.
+        exchange = exchanges[account.label] = BinanceClient(settings.base_url, requests.Session())
+        credentials = CredentialsSource(secrets, account.secret_id, settings.secret_max_age_s)
+        collectors[account.label] = Collector(
+            settings, account.label, store, exchange, credentials, block_scope=settings.labels
+        )
+    return Runtime(settings, store, collectors, exchanges)

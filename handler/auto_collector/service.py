@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from aws_lambda_powertools import Logger
 
@@ -16,11 +17,13 @@ from .collection import Outcome
 from .config import Settings, account_label_from
 from .errors import CollectorError, ConfigurationError, InvalidEventError, WindowStoreError
 from .events import Invocation, parse_event
-from .runtime import runtime_for
+from .runtime import Runtime, runtime_for
 
 logger = Logger(service="fund-auto-collector", child=True)
 
 _DEFAULT_RETENTION_DAYS = Settings.outcome_retention_days
+#: Accounts collected at once: each waits mostly on the network, so threads are enough.
+MAX_PARALLEL_ACCOUNTS = 32
 
 
 def invoke(
@@ -28,21 +31,49 @@ def invoke(
     invocation_id: str,
     remaining_ms: Callable[[], int],
     environment: Mapping[str, str],
-) -> Outcome:
-    """Run one invocation and store its outcome. The outcome's `error`, if any, is for the caller to raise."""
+) -> list[Outcome]:
+    """Run one invocation and store one outcome per account acted on, in configuration order.
+
+    Accounts run concurrently; one account's failure never stops the others. Errors are left in the
+    outcomes for the caller to raise once everything is recorded.
+    """
     try:
         settings = Settings.from_environment(environment)
     except ConfigurationError as error:
-        return _store_early_failure(environment, invocation_id, error)
+        return [_store_early_failure(environment, invocation_id, error)]
     runtime = runtime_for(settings)
     try:
         invocation = parse_event(event)
+        labels = _selected_accounts(invocation, settings)
     except InvalidEventError as error:
-        outcome = _failed_outcome(settings.account_label, invocation_id, Invocation(trigger="unknown"), error)
+        unknown = Invocation(trigger="unknown")
+        outcomes = [_failed_outcome(label, invocation_id, unknown, error) for label in settings.labels]
     else:
-        outcome = runtime.collector.run(invocation, invocation_id, remaining_ms)
-    _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome)
-    return outcome
+        outcomes = _run_accounts(runtime, labels, invocation, invocation_id, remaining_ms)
+    for outcome in outcomes:
+        _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome)
+    return outcomes
+
+
+def _selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
+    if invocation.accounts is None:
+        return settings.labels
+    unknown = sorted(set(invocation.accounts) - set(settings.labels))
+    if unknown:
+        raise InvalidEventError(f"the event names accounts {unknown} that are not configured; known: {settings.labels}")
+    return [label for label in settings.labels if label in invocation.accounts]
+
+
+def _run_accounts(
+    runtime: Runtime, labels: list[str], invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int]
+) -> list[Outcome]:
+    if len(labels) == 1:
+        return [runtime.collectors[labels[0]].run(invocation, invocation_id, remaining_ms)]
+    with ThreadPoolExecutor(max_workers=min(len(labels), MAX_PARALLEL_ACCOUNTS)) as pool:
+        futures = [
+            pool.submit(runtime.collectors[label].run, invocation, invocation_id, remaining_ms) for label in labels
+        ]
+        return [future.result() for future in futures]
 
 
 def _store(outcome: Outcome, retention_days: int, put: Callable[[dict[str, object]], None]) -> None:

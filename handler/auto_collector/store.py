@@ -11,19 +11,24 @@ write, two DynamoDB requests per invocation.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
-from .window import RING_SIZE, Grant, Refusal, WindowPolicy, WindowState
+from .window import RING_SIZE, Decision, Grant, WindowPolicy, WindowState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
+logger = Logger(service="fund-auto-collector", child=True)
+
 WINDOW_SORT_KEY = "WINDOW"
+REGISTRY_KEY = "REGISTRY"
+_EVENT_PREFIX = "event:"
 #: Give up reserving when fewer than this many ms remain (the outcome must still be written).
 _MIN_MS_TO_RESERVE = 1_500
 
@@ -45,30 +50,68 @@ class WindowStore:
         # Last state seen per account: lets a warm invocation reserve with a single request.
         self._known: dict[str, WindowState] = {}
 
-    def reserve(
+    def reserve(  # noqa: PLR0917 - mirrors WindowPolicy.decide's inputs
         self,
         account: str,
         policy: WindowPolicy,
         now_ms: Callable[[], int],
         remaining_ms: Callable[[], int],
-    ) -> tuple[Grant | Refusal, WindowState]:
-        """Reserve the next slot, or say when one frees. Returns the decision and the state it was made on."""
+        event_id: str | None = None,
+        invocation_id: str = "",
+    ) -> tuple[Decision, WindowState]:
+        """Reserve the next slot, or say why not. Returns the decision and the state it was made on."""
         state = self._known.get(account, WindowState())
         while True:
-            decision = policy.decide(state, now_ms())
-            if isinstance(decision, Refusal):
-                # Safe even on a stale state: newer reservations only move expiries later.
+            decision = policy.decide(state, now_ms(), event_id, invocation_id)
+            if not isinstance(decision, Grant):
+                # Safe even on a stale state: newer writes only move expiries and blocks later
+                # and only add event ids.
                 return decision, state
             if remaining_ms() < _MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve a window slot")
-            current = self._try_write(account, state, decision)
+            current = self._try_write(account, state, decision, policy.limit, now_ms())
             if current is None:
                 self._known[account] = decision.state_after
+                if state.sequence == 0:
+                    self._register(account)
                 return decision, state
             if current.sequence < state.sequence:
                 # The item was reset (deleted or restored from a backup): start again from what is stored.
                 self._known.pop(account, None)
             state = current
+
+    def block(self, accounts: list[str], until_ms: int, reason: str) -> None:
+        """Tell every later invocation for these accounts to stay away from the exchange until `until_ms`.
+
+        A block is only ever extended, never shortened, so a stale view of it is always safe.
+        """
+        for account in accounts:
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=self._key(account),
+                    UpdateExpression="SET blockedUntilMs = :until, blockedReason = :reason",
+                    ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs < :until",
+                    ExpressionAttributeValues={":until": {"N": str(until_ms)}, ":reason": {"S": reason[:500]}},
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
+            except BotoCoreError as error:
+                raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
+            known = self._known.get(account, WindowState())
+            if known.blocked_until_ms < until_ms:
+                self._known[account] = replace(known, blocked_until_ms=until_ms, blocked_reason=reason)
+
+    def accounts(self) -> list[str]:
+        """Every account that ever reserved a slot in this table (for the operator's view)."""
+        items = self._query(REGISTRY_KEY, "ACCOUNT#")
+        return [item["sk"]["S"].removeprefix("ACCOUNT#") for item in items]
+
+    def outcomes(self, account: str, since_iso: str = "", limit: int | None = None) -> list[dict[str, Any]]:
+        """Outcome records of an account, newest first, as plain Python values."""
+        items = self._query(account_key(account), f"OUTCOME#{since_iso}", newest_first=True, limit=limit)
+        return [{k: from_attribute(v) for k, v in item.items()} for item in items]
 
     def read(self, account: str) -> WindowState:
         try:
@@ -89,28 +132,48 @@ class WindowStore:
         except (ClientError, BotoCoreError) as error:
             raise WindowStoreError(f"could not write the outcome to table {self._table!r}: {error}") from error
 
-    def _try_write(self, account: str, state: WindowState, grant: Grant) -> WindowState | None:
-        """Apply `grant` if the stored item is still `state`; otherwise return the stored state."""
+    def _try_write(
+        self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int
+    ) -> WindowState | None:
+        """Apply `grant` if the stored item is still `state` and not blocked; otherwise return the stored state."""
         names = {"#seq": "seq", "#slot": _slot_attribute(grant.slot)}
         values: dict[str, Any] = {
             ":next": {"N": str(state.sequence + 1)},
             ":ts": {"N": str(grant.timestamp_ms)},
             ":expiry": {"N": str(grant.expiry_ms)},
-            ":updated": {"N": str(int(time.time()))},
+            ":limit": {"N": str(limit)},
+            ":now": {"N": str(now_ms)},
         }
+        assignments = [
+            "#seq = :next", "lastTimestampMs = :ts", "lastExpiryMs = :expiry", "#slot = :expiry",
+            "windowLimit = :limit", "updatedAtMs = :now",
+        ]
+        after_events = grant.state_after.events
+        for index, event_id in enumerate(sorted(set(after_events) - set(state.events))):
+            names[f"#new{index}"] = _EVENT_PREFIX + event_id
+            values[f":new{index}"] = {"M": {
+                "invocationId": {"S": after_events[event_id][0]},
+                "atMs": {"N": str(after_events[event_id][1])},
+            }}
+            assignments.append(f"#new{index} = :new{index}")
+        removals = []
+        for index, event_id in enumerate(sorted(set(state.events) - set(after_events))):
+            names[f"#old{index}"] = _EVENT_PREFIX + event_id
+            removals.append(f"#old{index}")
+        update = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removals) if removals else "")
+        # The sequence number pins every part of the state the decision read, except a block, which
+        # is written without a reservation and so is checked on its own.
+        condition = "(attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now) AND "
         if state.sequence == 0:
-            condition = "attribute_not_exists(#seq)"
+            condition += "attribute_not_exists(#seq)"
         else:
-            condition = "#seq = :seq"
+            condition += "#seq = :seq"
             values[":seq"] = {"N": str(state.sequence)}
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=self._key(account),
-                UpdateExpression=(
-                    "SET #seq = :next, lastTimestampMs = :ts, lastExpiryMs = :expiry, "
-                    "#slot = :expiry, updatedAt = :updated"
-                ),
+                UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
@@ -124,24 +187,65 @@ class WindowStore:
             raise WindowStoreError(f"could not reserve a window slot in table {self._table!r}: {error}") from error
         return None
 
+    def _register(self, account: str) -> None:
+        """Note the account in the registry the operator's view lists (once per account, ever)."""
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={"pk": {"S": REGISTRY_KEY}, "sk": {"S": account_key(account)}},
+            )
+        except (ClientError, BotoCoreError) as error:
+            # Only the operator's listing misses the account; the window itself is already safe.
+            logger.warning("account not added to the registry", extra={"account": account, "error": str(error)})
+
+    def _query(
+        self, pk: str, sk_prefix: str, newest_first: bool = False, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": sk_prefix}},
+            "ScanIndexForward": not newest_first,
+        }
+        items: list[dict[str, Any]] = []
+        try:
+            while True:
+                if limit is not None:
+                    arguments["Limit"] = limit - len(items)
+                page = self._client.query(**arguments)
+                items.extend(page["Items"])
+                if "LastEvaluatedKey" not in page or (limit is not None and len(items) >= limit):
+                    return items
+                arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as error:
+            raise WindowStoreError(f"could not query table {self._table!r}: {error}") from error
+
     @staticmethod
     def _key(account: str) -> dict[str, Any]:
         return {"pk": {"S": account_key(account)}, "sk": {"S": WINDOW_SORT_KEY}}
 
 
 def _state_from_item(item: Mapping[str, Any] | None) -> WindowState:
-    if not item or "seq" not in item:
+    if not item:
         return WindowState()
     expiries = {
         slot: int(item[_slot_attribute(slot)]["N"])
         for slot in range(RING_SIZE)
         if _slot_attribute(slot) in item
     }
+    events = {
+        name.removeprefix(_EVENT_PREFIX): (value["M"]["invocationId"]["S"], int(value["M"]["atMs"]["N"]))
+        for name, value in item.items()
+        if name.startswith(_EVENT_PREFIX)
+    }
     return WindowState(
-        sequence=int(item["seq"]["N"]),
+        sequence=int(item.get("seq", {"N": "0"})["N"]),
         expiries=expiries,
         last_timestamp_ms=int(item.get("lastTimestampMs", {"N": "0"})["N"]),
         last_expiry_ms=int(item.get("lastExpiryMs", {"N": "0"})["N"]),
+        blocked_until_ms=int(item.get("blockedUntilMs", {"N": "0"})["N"]),
+        blocked_reason=item.get("blockedReason", {"S": ""})["S"],
+        events=events,
     )
 
 

@@ -31,6 +31,8 @@ HOUR_MS = 3_600_000
 FUTURE_TOLERANCE_MS = 1_000
 #: Ring size: the exchange never allows more than 500 calls an hour, so 500 expiries always suffice.
 RING_SIZE = 500
+#: How long a scheduled event id is remembered to recognise a duplicate delivery of it.
+EVENT_MEMORY_MS = 3 * HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class WindowState:
     expiries: Mapping[int, int] = field(default_factory=dict)  # ring slot -> expiry (ms)
     last_timestamp_ms: int = 0
     last_expiry_ms: int = 0
+    #: The exchange asked us (429/418) to stop until then; no reservation is granted before it.
+    blocked_until_ms: int = 0
+    blocked_reason: str = ""
+    #: Scheduled event id -> (invocation that reserved with it, when): duplicate deliveries are refused.
+    events: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     def expiry_of(self, reservation: int) -> int:
         return self.expiries.get(reservation % RING_SIZE, 0)
@@ -65,6 +72,25 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class BackingOff:
+    """The exchange told us to stop calling until `until_ms` (stored by whichever invocation heard it)."""
+
+    until_ms: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """This scheduled event already reserved a slot in another invocation: a repeated delivery."""
+
+    event_id: str
+    original_invocation_id: str
+
+
+Decision = Grant | Refusal | BackingOff | Duplicate
+
+
+@dataclass(frozen=True)
 class WindowPolicy:
     limit: int
     recv_window_ms: int
@@ -73,20 +99,34 @@ class WindowPolicy:
         if not 1 <= self.limit <= RING_SIZE:
             raise ValueError(f"limit must be within 1..{RING_SIZE}")
 
-    def decide(self, state: WindowState, now_ms: int) -> Grant | Refusal:
-        timestamp = now_ms
+    def decide(
+        self, state: WindowState, now_ms: int, event_id: str | None = None, invocation_id: str = ""
+    ) -> Decision:
+        """Whether a request may be sent now, for this invocation and (scheduled) event."""
+        if state.blocked_until_ms > now_ms:
+            return BackingOff(state.blocked_until_ms, state.blocked_reason)
+        if event_id is not None and event_id in state.events:
+            original = state.events[event_id][0]
+            if original != invocation_id:  # the same invocation may retry; another delivery may not
+                return Duplicate(event_id, original)
         blocking_expiry = self._blocking_expiry(state)
-        if timestamp < blocking_expiry:
+        if now_ms < blocking_expiry:
             return Refusal(next_free_ms=blocking_expiry)
-        expiry = max(timestamp + self.recv_window_ms + FUTURE_TOLERANCE_MS + HOUR_MS, state.last_expiry_ms)
+        expiry = max(now_ms + self.recv_window_ms + FUTURE_TOLERANCE_MS + HOUR_MS, state.last_expiry_ms)
         slot = state.sequence % RING_SIZE
+        events = {e: seen for e, seen in state.events.items() if seen[1] > now_ms - EVENT_MEMORY_MS}
+        if event_id is not None:
+            events[event_id] = (invocation_id, now_ms)
         after = WindowState(
             sequence=state.sequence + 1,
             expiries={**state.expiries, slot: expiry},
-            last_timestamp_ms=timestamp,
+            last_timestamp_ms=now_ms,
             last_expiry_ms=expiry,
+            blocked_until_ms=state.blocked_until_ms,
+            blocked_reason=state.blocked_reason,
+            events=events,
         )
-        return Grant(state.sequence, slot, timestamp, expiry, after)
+        return Grant(state.sequence, slot, now_ms, expiry, after)
 
     def used(self, state: WindowState, now_ms: int) -> int:
         """Reservations still counting against the window at `now_ms`."""

@@ -1,6 +1,6 @@
 import pytest
 
-from auto_collector.config import Settings
+from auto_collector.config import AccountConfig, Settings
 from auto_collector.errors import ConfigurationError
 
 BASE = {"SECRET_ID": "binance/collector", "TABLE_NAME": "collector"}
@@ -8,7 +8,7 @@ BASE = {"SECRET_ID": "binance/collector", "TABLE_NAME": "collector"}
 
 def test_defaults() -> None:
     settings = Settings.from_environment(BASE)
-    assert settings == Settings(secret_id="binance/collector", table_name="collector")
+    assert settings == Settings(table_name="collector", accounts=(AccountConfig("default", "binance/collector"),))
     assert settings.base_url == "https://api.binance.com"
     assert settings.max_calls_per_hour == 500
     assert settings.recv_window_ms == 5000
@@ -29,7 +29,7 @@ def test_every_setting_is_read() -> None:
         }
     )
     assert settings.base_url == "http://127.0.0.1:8080"
-    assert (settings.max_calls_per_hour, settings.recv_window_ms, settings.account_label) == (12, 60000, "fund-a.sub_1")
+    assert (settings.max_calls_per_hour, settings.recv_window_ms, settings.labels) == (12, 60000, ["fund-a.sub_1"])
     assert (settings.outcome_retention_days, settings.max_attempts, settings.http_timeout_s) == (7, 5, 4.0)
     assert settings.secret_max_age_s == 0
 
@@ -37,7 +37,8 @@ def test_every_setting_is_read() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"SECRET_ID": ""}, "SECRET_ID is required but not set"),
+        ({"SECRET_ID": ""}, "SECRET_ID is required but not set (or ACCOUNTS, for several accounts)"),
+        ({"ACCOUNTS": '[{"label": "a", "secretId": "s"}]'}, "either SECRET_ID (one account) or ACCOUNTS"),
         ({"TABLE_NAME": "  "}, "TABLE_NAME is required but not set"),
         ({"MAX_CALLS_PER_HOUR": "0"}, "MAX_CALLS_PER_HOUR must be between 1 and 500, got 0"),
         ({"MAX_CALLS_PER_HOUR": "501"}, "MAX_CALLS_PER_HOUR must be between 1 and 500, got 501"),
@@ -59,3 +60,31 @@ def test_invalid_values_name_the_variable(overrides: dict[str, str], message: st
 def test_secret_id_missing_entirely() -> None:
     with pytest.raises(ConfigurationError, match="SECRET_ID"):
         Settings.from_environment({"TABLE_NAME": "t"})
+
+
+def test_several_accounts() -> None:
+    settings = Settings.from_environment(
+        {
+            "TABLE_NAME": "t",
+            "ACCOUNTS": '[{"label": "fund-a", "secretId": "s/a"}, {"label": "fund-b", "secretId": "s/b"}]',
+        }
+    )
+    assert settings.accounts == (AccountConfig("fund-a", "s/a"), AccountConfig("fund-b", "s/b"))
+
+
+@pytest.mark.parametrize(
+    ("accounts", "message"),
+    [
+        ("[", "it is not valid JSON"),
+        ("{}", "got dict"),
+        ("[]", "got list"),
+        ('["a"]', "entry 0 is a str"),
+        ('[{"label": "a"}]', "entry 0 has keys ['label']"),
+        ('[{"label": "a b", "secretId": "s"}]', "ACCOUNTS[0].label must be"),
+        ('[{"label": "a", "secretId": "s"}, {"label": "a", "secretId": "t"}]', "duplicate labels ['a']"),
+    ],
+)
+def test_invalid_accounts(accounts: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_environment({"TABLE_NAME": "t", "ACCOUNTS": accounts})
+    assert message in str(raised.value)
