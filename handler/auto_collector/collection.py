@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from aws_lambda_powertools import Logger
@@ -28,18 +29,22 @@ from .errors import (
     ExchangeUnavailableError,
 )
 from .events import Invocation
-from .exchange import AttemptResult, BinanceClient
+from .exchange import AttemptResult, BinanceClient, FuturesBalance
 from .store import WindowStore, account_key
 from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
 logger = Logger(service="fund-auto-collector", child=True)
 
-Status = Literal["collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "failed"]
+Status = Literal[
+    "collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "nothing_to_collect", "failed"
+]
 
 #: Time kept back at the end of an invocation to write the outcome record.
 OUTCOME_RESERVE_MS = 1_500
 #: An attempt is not started with less HTTP time than this.
 MIN_HTTP_TIMEOUT_MS = 1_000
+#: Auto-collection never moves BNB.
+NEVER_COLLECTED = frozenset({"BNB"})
 #: -2015 invalid key/IP/permissions, -1022 bad signature: what a rotated key looks like from here.
 KEY_REFUSED_CODES = frozenset({-2015, -1022})
 #: Back-off when a 429/418 comes without Retry-After (a 418 ban lasts at least 2 minutes).
@@ -87,7 +92,20 @@ class Outcome:
     key_type: str | None = None
     blocked_until_ms: int | None = None
     note: str | None = None
+    balances_before: dict[str, FuturesBalance] | None = None
+    balances_after: dict[str, FuturesBalance] | None = None
     error: CollectorError | None = None
+
+    def moved(self) -> dict[str, str] | None:
+        """Per asset, how much left the futures wallets during the collection (BNB never moves)."""
+        if self.balances_before is None or self.balances_after is None:
+            return None
+        moved = {}
+        for asset, before in self.balances_before.items():
+            after = self.balances_after.get(asset, FuturesBalance(Decimal(0), Decimal(0)))
+            if asset not in NEVER_COLLECTED and before.total - after.total > 0:
+                moved[asset] = str(before.total - after.total)
+        return moved
 
     @property
     def last_attempt(self) -> AttemptResult | None:
@@ -121,7 +139,7 @@ class Outcome:
             "expiresAt": self.finished_ms // 1000 + retention_days * 86_400,
             **self.summary(),
             "invocationId": self.invocation_id,
-            "eventId": self.invocation.event_id,
+            "eventId": self.invocation.event_id_for(self.account),
             "scheduledTime": self.invocation.scheduled_time,
             "startedAt": started,
             "finishedAt": _iso(self.finished_ms),
@@ -130,6 +148,9 @@ class Outcome:
             "reservations": [attempt.sequence for attempt in self.attempts],
             "clockOffsetMs": self.clock_offset_ms,
             "keyType": self.key_type,
+            "balancesBefore": _balances_item(self.balances_before),
+            "balancesAfter": _balances_item(self.balances_after),
+            "moved": self.moved(),
         }
 
 
@@ -205,6 +226,48 @@ class Collector:
             ) from None
 
     def _collect(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
+        check = self._settings.balance_check
+        if check != "off" and not self._check_balances(outcome, credentials, remaining_ms):
+            return
+        self._send(outcome, credentials, remaining_ms)
+        if check != "off" and outcome.status == "collected":
+            result, balances = self._exchange.balances(
+                credentials, self._settings.recv_window_ms, self._http_timeout_s(remaining_ms)
+            )
+            if result.verdict == "success":
+                outcome.balances_after = balances
+            else:
+                outcome.note = f"balances after the collection unavailable: HTTP {result.http_status} {result.message}"
+
+    def _check_balances(
+        self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]
+    ) -> bool:
+        """Read the futures balances first (weight 20); False when the collection must not be sent."""
+        state = self._store.read(outcome.account)
+        decision = self._policy.decide(state, self._exchange.server_now_ms())
+        if isinstance(decision, BackingOff):  # the balance call would also be made through a 429/418
+            self._record_window(outcome, state)
+            self._refused(outcome, decision)
+            return False
+        result, balances = self._exchange.balances(
+            credentials, self._settings.recv_window_ms, self._http_timeout_s(remaining_ms)
+        )
+        if result.verdict == "rate_limited":
+            self._back_off(outcome, result)
+            raise _failure(result)
+        if result.verdict != "success":
+            # Collecting blind is harmless: the check only saves budget, so its failure must not stop the job.
+            outcome.note = f"balance check failed (HTTP {result.http_status}, code {result.code}): {result.message}"
+            return True
+        outcome.balances_before = balances
+        if self._settings.balance_check == "skip-when-empty" and not collectable(balances):
+            self._record_window(outcome, state)
+            outcome.status = "nothing_to_collect"
+            return False
+        return True
+
+    def _send(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
+        """Reserve and send until collected, refused, or out of attempts."""
         invocation = outcome.invocation
         retryable_attempts = 0
         clock_resynced = key_reread = False
@@ -216,7 +279,7 @@ class Collector:
                 self._policy,
                 self._exchange.server_now_ms,
                 remaining_ms,
-                event_id=invocation.event_id,
+                event_id=invocation.event_id_for(outcome.account),
                 invocation_id=outcome.invocation_id,
             )
             if not isinstance(decision, Grant):
@@ -335,6 +398,23 @@ def _error_summary(error: CollectorError | None) -> dict[str, Any] | None:
     if isinstance(error, ExchangeError):
         summary.update(httpStatus=error.http_status, code=error.code)
     return summary
+
+
+def _balances_item(balances: dict[str, FuturesBalance] | None) -> dict[str, dict[str, str]] | None:
+    if balances is None:
+        return None
+    return {
+        asset: {"um": str(balance.um), "cm": str(balance.cm)}
+        for asset, balance in sorted(balances.items())
+        if balance.um or balance.cm
+    }
+
+
+def collectable(balances: dict[str, FuturesBalance]) -> bool:
+    """Whether a collection would move anything: a positive UM or CM wallet balance in an asset other than BNB."""
+    return any(
+        balance.um > 0 or balance.cm > 0 for asset, balance in balances.items() if asset not in NEVER_COLLECTED
+    )
 
 
 def _iso(epoch_ms: int) -> str:

@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -20,6 +21,10 @@ _ACCOUNT_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 # The host `sam local invoke` containers use to reach services on the developer's machine.
 _DOCKER_HOST_ALIAS = "host.docker.internal"
 
+
+#: The balance pre-check (GET /sapi/v1/portfolio/balance, weight 20) before a collection (weight 1500).
+BalanceCheck = Literal["off", "skip-when-empty", "record-only"]
+BALANCE_CHECK_MODES: tuple[BalanceCheck, ...] = ("off", "skip-when-empty", "record-only")
 
 #: Accounts one invocation collects for; more belong in a fan-out (see the README).
 MAX_ACCOUNTS = 100
@@ -44,6 +49,7 @@ class Settings:
     max_attempts: int = 3
     http_timeout_s: float = 10.0
     secret_max_age_s: int = 300
+    balance_check: BalanceCheck = "off"
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> Settings:
@@ -62,6 +68,7 @@ class Settings:
             max_attempts=_integer(env, "MAX_ATTEMPTS", cls.max_attempts, 1, 10),
             http_timeout_s=float(_integer(env, "HTTP_TIMEOUT_SECONDS", int(cls.http_timeout_s), 1, 60)),
             secret_max_age_s=_integer(env, "SECRET_MAX_AGE_SECONDS", cls.secret_max_age_s, 0, 86_400),
+            balance_check=_balance_check(env.get("BALANCE_CHECK", "")),
         )
 
 
@@ -114,6 +121,14 @@ def _accounts(env: Mapping[str, str]) -> tuple[AccountConfig, ...]:
     if duplicates:
         raise ConfigurationError(f"ACCOUNTS has duplicate labels {duplicates}")
     return tuple(accounts)
+
+
+def _balance_check(raw: str) -> BalanceCheck:
+    value = raw.strip().lower() or "off"
+    for mode in BALANCE_CHECK_MODES:
+        if value == mode:
+            return mode
+    raise ConfigurationError(f"BALANCE_CHECK must be one of {', '.join(BALANCE_CHECK_MODES)}, got {raw!r}")
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 import requests
@@ -18,6 +19,7 @@ from .credentials import ApiCredentials
 from .signing import signed_payload
 
 AUTO_COLLECTION_PATH = "/sapi/v1/portfolio/auto-collection"
+BALANCE_PATH = "/sapi/v1/portfolio/balance"
 SERVER_TIME_PATH = "/api/v3/time"
 #: Codes a retry can never fix (bad signature, bad key format, bad key/IP/permissions).
 CODE_TIMESTAMP_OUTSIDE_WINDOW = -1021
@@ -81,6 +83,31 @@ class BinanceClient:
             )
         return classify(response, _ms_since(started))
 
+    def balances(
+        self, credentials: ApiCredentials, recv_window_ms: int, timeout_s: float
+    ) -> tuple[AttemptResult, dict[str, FuturesBalance]]:
+        """The futures wallet balances per asset (GET /sapi/v1/portfolio/balance, weight 20)."""
+        query = signed_payload({"recvWindow": recv_window_ms, "timestamp": self.server_now_ms()}, credentials.signer)
+        started = time.perf_counter()
+        try:
+            response = self._session.get(
+                f"{self.base_url}{BALANCE_PATH}?{query}",
+                headers={"X-MBX-APIKEY": credentials.api_key},
+                timeout=(min(_CONNECT_TIMEOUT_S, timeout_s), timeout_s),
+            )
+        except requests.Timeout:
+            return AttemptResult("retryable", 0, None, "timed out waiting for the exchange", _ms_since(started)), {}
+        except requests.ConnectionError as error:
+            message = f"connection failed ({type(error).__name__})"
+            return AttemptResult("retryable", 0, None, message, _ms_since(started)), {}
+        result = classify(response, _ms_since(started))
+        if result.verdict != "success":
+            return result, {}
+        try:
+            return result, parse_balances(response.json())
+        except (ValueError, KeyError, TypeError, ArithmeticError):
+            return AttemptResult("rejected", response.status_code, None, "unexpected balance response", 0), {}
+
     def sync_clock(self, timeout_s: float) -> int:
         """Learn the offset between the exchange's clock and ours; returns it in ms."""
         before = self._local_clock_ms()
@@ -90,6 +117,28 @@ class BinanceClient:
         server_time = int(response.json()["serverTime"])
         self.clock_offset_ms = server_time - (before + after) // 2
         return self.clock_offset_ms
+
+
+@dataclass(frozen=True)
+class FuturesBalance:
+    """What auto-collection can move for one asset: its UM and CM futures wallet balances."""
+
+    um: Decimal
+    cm: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.um + self.cm
+
+
+def parse_balances(body: object) -> dict[str, FuturesBalance]:
+    if not isinstance(body, list):
+        raise TypeError("balance response is not a list")
+    return {
+        str(row["asset"]): FuturesBalance(Decimal(str(row.get("umWalletBalance", "0"))),
+                                          Decimal(str(row.get("cmWalletBalance", "0"))))
+        for row in body
+    }
 
 
 def classify(response: requests.Response, latency_ms: int) -> AttemptResult:

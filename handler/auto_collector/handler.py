@@ -26,13 +26,13 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     outcomes = invoke(event, context.aws_request_id, context.get_remaining_time_in_millis, os.environ)
     for outcome in outcomes:
         publish(outcome)
-    failed = [outcome for outcome in outcomes if outcome.error is not None]
+    errors = {outcome.account: outcome.error for outcome in outcomes if outcome.error is not None}
+    if len({id(error) for error in errors.values()}) == 1 and len(errors) == len(outcomes):
+        raise next(iter(errors.values()))  # one cause for all (a bad event or configuration, or one account)
+    if errors:
+        raise AccountsFailedError(errors)
     if len(outcomes) == 1:
-        if failed:
-            raise failed[0].error  # type: ignore[misc]
         return outcomes[0].summary()
-    if failed:
-        raise AccountsFailedError({outcome.account: outcome.error for outcome in failed if outcome.error})
     statuses = {outcome.status for outcome in outcomes}
     return {
         "status": statuses.pop() if len(statuses) == 1 else "mixed",
@@ -48,6 +48,7 @@ def publish(outcome: Outcome) -> None:
         "budget_exhausted": "BudgetExhausted",
         "backing_off": "BackingOff",
         "duplicate": "DuplicateDelivery",
+        "nothing_to_collect": "NothingToCollect",
         "dry_run": "DryRun",
     }
     metrics.add_metric(name=counters[outcome.status], unit=MetricUnit.Count, value=1)
