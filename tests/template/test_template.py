@@ -42,13 +42,16 @@ CONTRACT_VARIABLES = {
     "MAX_ATTEMPTS",
     "HTTP_TIMEOUT_SECONDS",
     "SECRET_MAX_AGE_SECONDS",
+    "ACCOUNTS",
+    "BALANCE_CHECK",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_TRACE_DISABLED",
 }
 NAMESPACE = "FundAutoCollector"
-SERVICE = "fund-auto-collector"
+#: The metrics' service dimension is the stack name, so two stacks in one account never share alarms.
+SERVICE = {"Ref": "AWS::StackName"}
 CUSTOM_METRICS = {
     "CollectionSucceeded",
     "CollectionFailed",
@@ -58,6 +61,9 @@ CUSTOM_METRICS = {
     "WindowLimit",
     "UsedIpWeight1m",
     "DryRun",
+    "BackingOff",
+    "DuplicateDelivery",
+    "NothingToCollect",
 }
 
 
@@ -149,7 +155,10 @@ def test_function_runs_with_its_own_role_and_log_group(function: dict[str, Any],
 def test_environment_carries_the_contract(function: dict[str, Any]) -> None:
     variables = function["Environment"]["Variables"]
     assert set(variables) >= CONTRACT_VARIABLES
-    assert variables["SECRET_ID"] == {"Ref": "SecretId"}
+    # One account (SECRET_ID) or several (ACCOUNTS): exactly one of them reaches the function.
+    assert variables["SECRET_ID"] == {"Fn::If": ["HasAccounts", {"Ref": "AWS::NoValue"}, {"Ref": "SecretId"}]}
+    assert variables["ACCOUNTS"] == {"Fn::If": ["HasAccounts", {"Ref": "Accounts"}, {"Ref": "AWS::NoValue"}]}
+    assert variables["BALANCE_CHECK"] == {"Ref": "BalanceCheck"}
     assert variables["TABLE_NAME"] == {"Ref": TABLE_ID}
     assert variables["BINANCE_BASE_URL"] == {"Ref": "BinanceBaseUrl"}
     assert variables["MAX_CALLS_PER_HOUR"] == {"Ref": "MaxCallsPerHour"}
@@ -268,8 +277,10 @@ def test_role_has_no_wildcards(role_statements: list[dict[str, Any]]) -> None:
         for resource in _resources(statement):
             assert resource != "*", statement
             for text in _strings(resource):
-                # Only Secrets Manager's 6-character suffix (-??????) may be a pattern.
-                assert "*" not in text, statement
+                # Only Secrets Manager's 6-character suffix (-??????) may be a pattern, and the name prefix
+                # shared by the secrets of several accounts (checked in the secret test below).
+                if statement.get("Sid") != "ReadApiKeySecret":
+                    assert "*" not in text, statement
 
 
 def test_dynamodb_access_is_exactly_three_item_actions_on_the_table(role_statements: list[dict[str, Any]]) -> None:
@@ -288,7 +299,13 @@ def test_secret_access_is_get_secret_value_on_the_one_secret(
     assert len(secrets) == 1
     (statement,) = secrets
     assert _actions(statement) == ["secretsmanager:GetSecretValue"]
-    condition, as_arn, as_name = statement["Resource"]["Fn::If"]
+    accounts_condition, by_prefix, one_secret = statement["Resource"]["Fn::If"]
+    assert accounts_condition == "HasAccounts"
+    # Several accounts: their secrets share the name prefix given as SecretId - that prefix and nothing wider.
+    assert by_prefix == {
+        "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretId}*"
+    }
+    condition, as_arn, as_name = one_secret["Fn::If"]
     assert condition == "IsSecretArn"
     assert as_arn == {"Ref": "SecretId"}
     assert as_name == {
@@ -357,6 +374,14 @@ def _alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 
 
+def _single_metric_alarms(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in _alarms(resources).values() if "MetricName" in a]
+
+
+def _math_alarm_metrics(alarm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["Id"]: m for m in alarm.get("Metrics", [])}
+
+
 @pytest.mark.parametrize(
     ("namespace", "metric", "operator", "missing"),
     [
@@ -364,13 +389,13 @@ def _alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "GreaterThanOrEqualToThreshold", "notBreaching"),
         (NAMESPACE, "BudgetExhausted", "GreaterThanOrEqualToThreshold", "notBreaching"),
         (NAMESPACE, "CollectionFailed", "GreaterThanOrEqualToThreshold", "notBreaching"),
-        (NAMESPACE, "CollectionSucceeded", "LessThanThreshold", "breaching"),
+        (NAMESPACE, "BackingOff", "GreaterThanOrEqualToThreshold", "notBreaching"),
     ],
 )
 def test_alarm_exists_and_notifies_the_topic(
     resources: dict[str, Any], namespace: str, metric: str, operator: str, missing: str
 ) -> None:
-    matching = [a for a in _alarms(resources).values() if (a["Namespace"], a["MetricName"]) == (namespace, metric)]
+    matching = [a for a in _single_metric_alarms(resources) if (a["Namespace"], a["MetricName"]) == (namespace, metric)]
     assert len(matching) == 1, f"one alarm on {namespace}/{metric}"
     (alarm,) = matching
     assert alarm["AlarmActions"] == [{"Ref": TOPIC_ID}]
@@ -387,16 +412,26 @@ def test_alarm_exists_and_notifies_the_topic(
 
 
 def test_no_success_alarm_spans_hours_and_is_muted_with_the_schedule(resources: dict[str, Any]) -> None:
-    (alarm,) = [a for a in _alarms(resources).values() if a["MetricName"] == "CollectionSucceeded"]
-    assert alarm["Period"] == 3600
-    assert alarm["Statistic"] == "Sum"
+    (alarm,) = [a for a in _alarms(resources).values() if "succeeded" in _math_alarm_metrics(a)]
+    metrics = _math_alarm_metrics(alarm)
+    # Healthy runs are successful collections plus runs that found nothing to collect.
+    assert metrics["healthy"]["Expression"] == "FILL(succeeded, 0) + FILL(empty, 0)"
+    assert metrics["healthy"]["ReturnData"] is True
+    for metric_id, name in (("succeeded", "CollectionSucceeded"), ("empty", "NothingToCollect")):
+        stat = metrics[metric_id]["MetricStat"]
+        assert stat["Metric"]["Namespace"] == NAMESPACE and stat["Metric"]["MetricName"] == name
+        assert stat["Metric"]["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+        assert (stat["Period"], stat["Stat"]) == (3600, "Sum")
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "LessThanThreshold"
+    assert alarm["TreatMissingData"] == "breaching"
+    assert alarm["AlarmActions"] == [{"Ref": TOPIC_ID}]
     assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == {"Ref": "NoSuccessAlarmHours"}
     assert alarm["ActionsEnabled"] == {"Fn::If": ["IsScheduleEnabled", True, False]}
 
 
 def test_every_alarm_notifies_the_topic(resources: dict[str, Any]) -> None:
     alarms = _alarms(resources)
-    assert len(alarms) == 5
+    assert len(alarms) == 6
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": TOPIC_ID}]
 
@@ -406,7 +441,7 @@ def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
     body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
     assert isinstance(body, str)
     placeholders = set(re.findall(r"\$\{([^}]+)\}", body))
-    allowed = {"AWS::Region", FUNCTION_ID, LOG_GROUP_ID, f"{QUEUE_ID}.QueueName"} | {
+    allowed = {"AWS::Region", "AWS::StackName", FUNCTION_ID, LOG_GROUP_ID, f"{QUEUE_ID}.QueueName"} | {
         f"{name}.Arn" for name in _alarms(resources)
     }
     assert placeholders <= allowed, placeholders - allowed
@@ -425,7 +460,7 @@ def test_dashboard_body_is_json_with_the_expected_widgets(resources: dict[str, A
         if widget["type"] == "metric":
             for line in widget["properties"]["metrics"]:
                 if line[0] == NAMESPACE:
-                    assert line[2:4] == ["service", SERVICE], line
+                    assert line[2:4] == ["service", "x"], line  # "${AWS::StackName}", substituted above
     alarm_widgets = [w for w in widgets if w["type"] == "alarm"]
     assert len(alarm_widgets) == 1
     assert len(alarm_widgets[0]["properties"]["alarms"]) == len(_alarms(resources))
