@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=out,
             )
         print(f"\nfull function logs (JSON, with EMF metrics): {LOG_FILE.relative_to(REPO)}", file=out)
+
+        from auto_collector import operator_view  # importable once load_handler() has put the code on sys.path
+
+        print("\noperator view (`python -m auto_collector status`):\n", file=out)
+        operator_view.status(environment["TABLE_NAME"], out=out)
         failed = [r for _, r in results if r["status"] == "error"]
     return 1 if failed else 0
 

@@ -109,11 +109,18 @@ class WindowStore:
         return [item["sk"]["S"].removeprefix("ACCOUNT#") for item in items]
 
     def outcomes(self, account: str, since_iso: str = "", limit: int | None = None) -> list[dict[str, Any]]:
-        """Outcome records of an account, newest first, as plain Python values."""
-        items = self._query(account_key(account), f"OUTCOME#{since_iso}", newest_first=True, limit=limit)
+        """Outcome records of an account started at or after `since_iso` (ISO UTC, "" for all), newest first,
+        as plain Python values."""
+        items = self._query(
+            account_key(account), "OUTCOME#", newest_first=True, limit=limit, sk_from=f"OUTCOME#{since_iso}"
+        )
         return [{k: from_attribute(v) for k, v in item.items()} for item in items]
 
     def read(self, account: str) -> WindowState:
+        return self.read_item(account)[0]
+
+    def read_item(self, account: str) -> tuple[WindowState, dict[str, Any]]:
+        """The window state and the stored item as plain values (the operator's view also shows `windowLimit`)."""
         try:
             response = self._client.get_item(
                 TableName=self._table,
@@ -122,9 +129,10 @@ class WindowStore:
             )
         except (ClientError, BotoCoreError) as error:
             raise WindowStoreError(f"could not read the window from table {self._table!r}: {error}") from error
-        state = _state_from_item(response.get("Item"))
+        item = response.get("Item") or {}
+        state = _state_from_item(item)
         self._known[account] = state
-        return state
+        return state, {k: from_attribute(v) for k, v in item.items()}
 
     def put_outcome(self, item: Mapping[str, Any]) -> None:
         try:
@@ -199,12 +207,21 @@ class WindowStore:
             logger.warning("account not added to the registry", extra={"account": account, "error": str(error)})
 
     def _query(
-        self, pk: str, sk_prefix: str, newest_first: bool = False, limit: int | None = None
+        self, pk: str, sk_prefix: str, newest_first: bool = False, limit: int | None = None, sk_from: str = ""
     ) -> list[dict[str, Any]]:
+        """Items of `pk` whose sort key starts with `sk_prefix` and, if given, is at least `sk_from`."""
+        if sk_from > sk_prefix:
+            # Everything starting with the prefix sorts below the prefix with its last character raised.
+            upper = sk_prefix[:-1] + chr(ord(sk_prefix[-1]) + 1)
+            condition = "pk = :pk AND sk BETWEEN :from AND :upper"
+            values = {":pk": {"S": pk}, ":from": {"S": sk_from}, ":upper": {"S": upper}}
+        else:
+            condition = "pk = :pk AND begins_with(sk, :prefix)"
+            values = {":pk": {"S": pk}, ":prefix": {"S": sk_prefix}}
         arguments: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": sk_prefix}},
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
             "ScanIndexForward": not newest_first,
         }
         items: list[dict[str, Any]] = []
