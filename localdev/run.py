@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("events", nargs="*", type=Path, help="event files (default: every file in events/)")
     parser.add_argument("--repeat", type=int, default=2, help="invoke the event files this many times")
     parser.add_argument(
-        "--budget", type=int, default=3, help="MAX_CALLS_PER_HOUR for this run (small, to show the window at work)"
+        "--budget", type=int, default=2, help="MAX_CALLS_PER_HOUR for this run (small, to show the window at work)"
     )
     parser.add_argument("--timeout-ms", type=int, default=60_000, help="the simulated function timeout")
     args = parser.parse_args(argv)
