@@ -30,10 +30,11 @@ from .errors import (
 )
 from .events import Invocation
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .observability import SERVICE
 from .store import WindowStore, account_key
 from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
-logger = Logger(service="fund-auto-collector", child=True)
+logger = Logger(service=SERVICE, child=True)
 
 Status = Literal[
     "collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "nothing_to_collect", "failed"

@@ -11,9 +11,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .collection import Outcome
 from .errors import AccountsFailedError
+from .observability import SERVICE
 from .service import invoke
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "fund-auto-collector")
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "FundAutoCollector"), service=SERVICE)
 tracer = Tracer(service=SERVICE)

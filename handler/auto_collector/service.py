@@ -17,9 +17,10 @@ from .collection import Outcome
 from .config import Settings, account_label_from
 from .errors import CollectorError, ConfigurationError, InvalidEventError, WindowStoreError
 from .events import Invocation, parse_event
+from .observability import SERVICE
 from .runtime import Runtime, runtime_for
 
-logger = Logger(service="fund-auto-collector", child=True)
+logger = Logger(service=SERVICE, child=True)
 
 _DEFAULT_RETENTION_DAYS = Settings.outcome_retention_days
 #: Accounts collected at once: each waits mostly on the network, so threads are enough.

@@ -19,12 +19,13 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
+from .observability import SERVICE
 from .window import RING_SIZE, Decision, Grant, WindowPolicy, WindowState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-logger = Logger(service="fund-auto-collector", child=True)
+logger = Logger(service=SERVICE, child=True)
 
 WINDOW_SORT_KEY = "WINDOW"
 REGISTRY_KEY = "REGISTRY"
