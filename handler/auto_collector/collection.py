@@ -245,8 +245,13 @@ class Collector:
     ) -> bool:
         """Read the futures balances first (weight 20); False when the collection must not be sent."""
         state = self._store.read(outcome.account)
-        decision = self._policy.decide(state, self._exchange.server_now_ms())
-        if isinstance(decision, BackingOff):  # the balance call would also be made through a 429/418
+        invocation = outcome.invocation
+        decision = self._policy.decide(
+            state, self._exchange.server_now_ms(), invocation.event_id_for(outcome.account), outcome.invocation_id
+        )
+        if not isinstance(decision, Grant):
+            # Backing off: the balance call would also go through a 429/418. Budget exhausted or a
+            # duplicate delivery: nothing would be collected, so the weight need not be spent either.
             self._record_window(outcome, state)
             self._refused(outcome, decision)
             return False

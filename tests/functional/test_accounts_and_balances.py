@@ -153,3 +153,11 @@ def test_balance_check_setting_is_validated(deployment: Deployment) -> None:
     deployment.set_env(BALANCE_CHECK="sometimes")
     with pytest.raises(ConfigurationError, match="BALANCE_CHECK must be one of off, skip-when-empty, record-only"):
         deployment.invoke({})
+
+
+def test_balance_check_is_skipped_when_the_budget_is_spent(deployment: Deployment) -> None:
+    deployment.set_env(BALANCE_CHECK="skip-when-empty", MAX_CALLS_PER_HOUR="1")
+    deployment.exchange.set_balances("default", {"USDT": {"umWalletBalance": "5"}})
+    assert deployment.invoke({})["status"] == "collected"
+    assert deployment.invoke({})["status"] == "budget_exhausted"
+    assert len(deployment.exchange.requests(BALANCE)) == 2  # before and after the first; none for the second
