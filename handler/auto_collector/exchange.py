@@ -73,7 +73,7 @@ class BinanceClient:
                     "X-MBX-APIKEY": credentials.api_key,
                     "Content-Type": "application/x-www-form-urlencoded",
                 },
-                timeout=(min(_CONNECT_TIMEOUT_S, timeout_s), timeout_s),
+                timeout=_split_timeout(timeout_s),
             )
         except requests.Timeout:
             return AttemptResult("retryable", 0, None, "timed out waiting for the exchange", _ms_since(started))
@@ -93,7 +93,7 @@ class BinanceClient:
             response = self._session.get(
                 f"{self.base_url}{BALANCE_PATH}?{query}",
                 headers={"X-MBX-APIKEY": credentials.api_key},
-                timeout=(min(_CONNECT_TIMEOUT_S, timeout_s), timeout_s),
+                timeout=_split_timeout(timeout_s),
             )
         except requests.Timeout:
             return AttemptResult("retryable", 0, None, "timed out waiting for the exchange", _ms_since(started)), {}
@@ -111,7 +111,7 @@ class BinanceClient:
     def sync_clock(self, timeout_s: float) -> int:
         """Learn the offset between the exchange's clock and ours; returns it in ms."""
         before = self._local_clock_ms()
-        response = self._session.get(self.base_url + SERVER_TIME_PATH, timeout=(min(3.0, timeout_s), timeout_s))
+        response = self._session.get(self.base_url + SERVER_TIME_PATH, timeout=_split_timeout(timeout_s))
         after = self._local_clock_ms()
         response.raise_for_status()
         server_time = int(response.json()["serverTime"])
@@ -178,6 +178,13 @@ def _int_header(response: requests.Response, name: str) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _split_timeout(total_s: float) -> tuple[float, float]:
+    """(connect, read) timeouts whose sum is `total_s`: requests applies them one after the other, and the
+    caller's bound (the invocation's remaining time) is for the whole attempt."""
+    connect = min(_CONNECT_TIMEOUT_S, total_s / 3)
+    return connect, total_s - connect
 
 
 def _ms_since(started: float) -> int:
