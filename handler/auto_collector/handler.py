@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .collection import Outcome
@@ -14,14 +16,39 @@ from .errors import AccountsFailedError
 from .observability import SERVICE
 from .service import invoke
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+Handler = Callable[[Any, LambdaContext], dict[str, Any]]
+
+
+def _tracer() -> Tracer | None:
+    """Powertools' Tracer, or None when POWERTOOLS_TRACE_DISABLED is true (the template's default).
+
+    A disabled Tracer records nothing, but creating one imports aws_xray_sdk, whose recorder builds two X-Ray
+    clients at import: about half of a cold start. So it is only created when tracing may be on - at import
+    time as before, so that it still patches boto3 and requests before any client exists.
+    """
+    if resolve_truthy_env_var_choice(env=os.getenv("POWERTOOLS_TRACE_DISABLED", "false")):
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "FundAutoCollector"), service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = _tracer()
+
+
+def _capture_lambda_handler(handler: Handler) -> Handler:
+    """`tracer.capture_lambda_handler` when tracing may be on; the handler itself otherwise."""
+    return handler if tracer is None else cast(Handler, tracer.capture_lambda_handler(handler))
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@_capture_lambda_handler
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     outcomes = invoke(event, context.aws_request_id, context.get_remaining_time_in_millis, os.environ)
     for outcome in outcomes:

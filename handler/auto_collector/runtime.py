@@ -79,8 +79,10 @@ def reset() -> None:
 
 
 def _build(settings: Settings) -> Runtime:
+    # Both clients from boto3's one default session: a SecretsProvider left to itself would build a second
+    # session and load the endpoint rules and service data again (a tenth of a cold start).
     dynamodb: DynamoDBClient = boto3.client("dynamodb", config=_AWS_CLIENT_CONFIG)
-    secrets = SecretsProvider(boto_config=_AWS_CLIENT_CONFIG)
+    secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=_AWS_CLIENT_CONFIG))
     store = WindowStore(dynamodb, settings.table_name)
     collectors: dict[str, Collector] = {}
     exchanges: dict[str, BinanceClient] = {}
