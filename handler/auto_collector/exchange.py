@@ -81,6 +81,8 @@ class BinanceClient:
             return AttemptResult(
                 "retryable", 0, None, f"connection failed ({type(error).__name__})", _ms_since(started)
             )
+        except requests.RequestException as error:
+            return _unreadable(error, started)
         return classify(response, _ms_since(started))
 
     def balances(
@@ -100,6 +102,8 @@ class BinanceClient:
         except requests.ConnectionError as error:
             message = f"connection failed ({type(error).__name__})"
             return AttemptResult("retryable", 0, None, message, _ms_since(started)), {}
+        except requests.RequestException as error:
+            return _unreadable(error, started), {}
         result = classify(response, _ms_since(started))
         if result.verdict != "success":
             return result, {}
@@ -185,6 +189,14 @@ def _split_timeout(total_s: float) -> tuple[float, float]:
     caller's bound (the invocation's remaining time) is for the whole attempt."""
     connect = min(_CONNECT_TIMEOUT_S, total_s / 3)
     return connect, total_s - connect
+
+
+def _unreadable(error: requests.RequestException, started: float) -> AttemptResult:
+    """The request went out but its answer was cut off or garbled (e.g. ChunkedEncodingError when the
+    connection drops mid-body): like a 5XX, the execution status is unknown and a retry may help."""
+    return AttemptResult(
+        "retryable", 0, None, f"the answer could not be read ({type(error).__name__})", _ms_since(started)
+    )
 
 
 def _ms_since(started: float) -> int:

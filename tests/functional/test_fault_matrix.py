@@ -1,0 +1,631 @@
+"""Every exchange fault crossed with every trigger, through the real handler (moto server + exchange emulator),
+and what the NEXT invocation does after each; then key rotation, duplicate deliveries, a process killed
+mid-invocation, DynamoDB failures, and a scan of everything logged or raised for key material.
+
+Per case: the returned status or the raised exception (type, HTTP status, exchange code); the outcome record
+(status, reservations, attempt verdicts); how many requests the emulator saw on the collection path (and how
+many it executed); how often the secret was read; then one more invocation of the same trigger kind.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+import pytest
+from aws_lambda_powertools.utilities import parameters
+
+from auto_collector import runtime
+from auto_collector.errors import (
+    CollectorError,
+    ExchangeError,
+    ExchangeRateLimitedError,
+    ExchangeRejectedError,
+    ExchangeUnavailableError,
+    WindowStoreError,
+)
+from auto_collector.handler import lambda_handler
+from auto_collector.handler import logger as service_logger
+from auto_collector.store import WindowStore
+from auto_collector.window import Grant, WindowPolicy
+from localdev.exchange_emulator import ApiCredential, ExchangeEmulator, Fault
+from tests.conftest import Deployment, ed25519_pem
+from tests.support.dynamodb_local import free_port
+from tests.support.fault_proxy import SECRETS_MANAGER_TARGET, FaultProxy
+from tests.support.lambda_context import FakeLambdaContext
+from tests.support.workers import invoke_repeatedly
+
+COLLECT = "/sapi/v1/portfolio/auto-collection"
+SERVER_TIME = "/api/v3/time"
+BALANCE = "/sapi/v1/portfolio/balance"
+GET_SECRET = SECRETS_MANAGER_TARGET + "GetSecretValue"
+
+
+# --- triggers ------------------------------------------------------------------------------------------
+
+
+def scheduled_event() -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime()),
+        "region": "eu-west-1",
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/fund-auto-collector"],
+        "detail": {},
+    }
+
+
+def console_event() -> dict[str, Any]:
+    return {}
+
+
+def sqs_event(message_id: str | None = None) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:sqs",
+                "messageId": message_id or str(uuid.uuid4()),
+                "body": json.dumps({"account": "default"}),
+            }
+        ]
+    }
+
+
+#: Each call makes a new event of that kind (a new schedule tick, a new console test, a new SQS message).
+TRIGGERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "schedule": scheduled_event,
+    "console": console_event,
+    "sqs": sqs_event,
+}
+
+
+# --- the rig: a deployment whose logs, exceptions and key material are collected ------------------------
+
+
+@dataclass
+class Rig:
+    deployment: Deployment
+    secrets_proxy: FaultProxy
+    errors: list[BaseException] = field(default_factory=list)
+    #: The collector's own log lines (Powertools' JSON, what Lambda would ship to CloudWatch).
+    logs: io.StringIO = field(default_factory=io.StringIO)
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    #: Every value that must never be logged or raised: API keys, HMAC secrets, PEM bodies.
+    key_material: set[str] = field(default_factory=set)
+
+    @property
+    def exchange(self) -> ExchangeEmulator:
+        return self.deployment.exchange
+
+    def run(self, event: Any, context: FakeLambdaContext | None = None) -> Any:
+        """The handler's return value, or the CollectorError it raised."""
+        try:
+            if context is None:
+                return self.deployment.invoke(event)
+            self.deployment.contexts.append(context)
+            return lambda_handler(event, context)
+        except CollectorError as error:
+            self.errors.append(error)
+            return error
+        except Exception as error:  # escaped the collector: scanned too, then fails the test
+            self.errors.append(error)
+            raise
+
+    def exchange_proxy(self) -> FaultProxy:
+        """Route the collector's exchange traffic through a FaultProxy (for faults the emulator cannot make)."""
+        proxy = self.cleanup.enter_context(FaultProxy(self.exchange.base_url))
+        self.deployment.set_env(BINANCE_BASE_URL=proxy.endpoint)
+        return proxy
+
+    def collections(self) -> list[Any]:
+        return self.exchange.requests(COLLECT)
+
+    def secret_reads(self) -> int:
+        return self.secrets_proxy.count(GET_SECRET)
+
+    def record(self, index: int = -1) -> dict[str, Any]:
+        """The outcome record of the `index`-th invocation of this test."""
+        wanted = self.deployment.contexts[index].aws_request_id
+        (record,) = [r for r in self.deployment.outcomes() if r["invocationId"] == wanted]
+        return record
+
+    def hmac_credential(self, secret_value: str) -> str:
+        api_key = f"hmac-{uuid.uuid4().hex}"
+        self.exchange.add_credential(ApiCredential(api_key=api_key, hmac_secret=secret_value))
+        self.key_material |= {api_key, secret_value}
+        return api_key
+
+    def put_secret(self, document: dict[str, str]) -> None:
+        """Replace the secret's value and start from a cold container."""
+        self.key_material |= set(document.values())
+        self.deployment.put_secret(json.dumps(document))
+
+
+def pem_body(pem: str) -> str:
+    return "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+
+
+def signatures(exchange: ExchangeEmulator) -> set[str]:
+    found = {r.signature for r in exchange.requests() if r.signature}
+    return found | {quote(signature, safe="") for signature in found}
+
+
+@dataclass
+class LeakScan:
+    texts: list[str] = field(default_factory=list)
+    material: set[str] = field(default_factory=set)
+    tests: int = 0
+
+    def leaks(self, texts: list[str], material: set[str]) -> list[str]:
+        return sorted(f"{value[:6]}... ({len(value)} chars)" for value in material if any(value in t for t in texts))
+
+
+#: Everything the matrix logged and raised, and all the key material it used (checked again at the end).
+SCAN = LeakScan()
+
+
+@pytest.fixture
+def rig(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> Iterator[Rig]:
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="aws_lambda_powertools")
+    with FaultProxy(deployment.secrets.meta.endpoint_url) as secrets_proxy:
+        deployment.set_env(AWS_ENDPOINT_URL_SECRETS_MANAGER=secrets_proxy.endpoint)
+        the_rig = Rig(deployment, secrets_proxy)
+        the_rig.key_material |= {deployment.api_key, deployment.private_pem, pem_body(deployment.private_pem)}
+        handler = service_logger.logger_handler
+        previous_stream = handler.setStream(the_rig.logs)
+        previous_level = service_logger.log_level
+        service_logger.setLevel(logging.DEBUG)
+        try:
+            yield the_rig
+        finally:
+            handler.setStream(previous_stream)
+            service_logger.setLevel(previous_level)
+            the_rig.cleanup.close()
+    out, err = capsys.readouterr()  # the EMF metric lines, and anything else printed
+    texts = [the_rig.logs.getvalue(), out, err, caplog.text, *(record.getMessage() for record in caplog.records)]
+    for error in the_rig.errors:
+        texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
+    texts += [json.dumps(record, default=str) for record in deployment.outcomes()]
+    material = the_rig.key_material | signatures(deployment.exchange)
+    SCAN.texts += texts
+    SCAN.material |= material
+    SCAN.tests += 1
+    assert SCAN.leaks(texts, material) == [], "key material in a log line, exception or outcome record"
+
+
+# --- the matrix ----------------------------------------------------------------------------------------
+
+Next = Literal["collects", "backs_off", "fails_again"]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    arrange: Callable[[Rig], None]
+    verdicts: tuple[str, ...]  # attemptLog verdicts; one reservation and one request each
+    executed: int  # collections the emulator executed
+    next: Next
+    error: type[ExchangeError] | None = None
+    http_status: int | None = None
+    code: int | None = None
+    secret_reads: int = 1  # a cold start reads the secret once
+    block_s: int | None = None  # the back-off stored after a 429/418
+    retry_after: int | None = None  # the Retry-After header that came with it
+    check: Callable[[Rig, dict[str, Any]], None] | None = None
+
+
+def inject(*faults: Fault) -> Callable[[Rig], None]:
+    return lambda rig: rig.exchange.inject(*faults)
+
+
+def timeout(rig: Rig) -> None:
+    rig.deployment.set_env(HTTP_TIMEOUT_SECONDS="1")
+    rig.exchange.inject(Fault(delay_s=1.5))
+
+
+def response_cut_off(rig: Rig) -> None:
+    rig.exchange_proxy().truncate_next(1, COLLECT)  # executed, but half the answer is lost on the way back
+
+
+def clock_drift(rig: Rig) -> None:
+    rig.exchange.server_time_offset_ms = -20_000  # our clock is 20 s ahead of the exchange's
+
+
+def wrong_hmac_secret(rig: Rig) -> None:
+    api_key = rig.hmac_credential("the-real-hmac-secret-" + uuid.uuid4().hex)
+    rig.put_secret({"apiKey": api_key, "apiSecret": "a-stale-hmac-secret-" + uuid.uuid4().hex})
+
+
+def unknown_api_key(rig: Rig) -> None:
+    rig.put_secret({"apiKey": "unregistered-" + uuid.uuid4().hex, "privateKey": rig.deployment.private_pem})
+
+
+def check_timeout(rig: Rig, record: dict[str, Any]) -> None:
+    assert record["attemptLog"][0]["message"] == "timed out waiting for the exchange"
+    assert record["attemptLog"][0]["httpStatus"] == 0
+
+
+def check_cut_off(rig: Rig, record: dict[str, Any]) -> None:
+    first = record["attemptLog"][0]
+    assert first["httpStatus"] == 0 and "ChunkedEncodingError" in first["message"]
+
+
+def check_drift(rig: Rig, record: dict[str, Any]) -> None:
+    assert [r.code for r in rig.collections()] == [-1021, None]
+    assert len(rig.exchange.requests(SERVER_TIME)) == 1  # one resync
+    assert record["clockOffsetMs"] == pytest.approx(-20_000, abs=500)
+
+
+def check_persistent_skew(rig: Rig, record: dict[str, Any]) -> None:
+    assert len(rig.exchange.requests(SERVER_TIME)) == 1  # resynced once, then gave up
+    assert record["error"]["code"] == -1021
+
+
+def check_key_refused(rig: Rig, record: dict[str, Any]) -> None:
+    assert "the secret was re-read and has not changed" in record["error"]["message"]
+
+
+CASES = [
+    Case("500", inject(Fault(status=500)), ("retryable", "success"), executed=1, next="collects"),
+    Case("503-executed", inject(Fault(status=503, execute=True)), ("retryable", "success"), 2, "collects"),
+    Case("timeout", timeout, ("retryable", "success"), executed=2, next="collects", check=check_timeout),
+    Case("dropped-connection", inject(Fault(drop=True)), ("retryable", "success"), executed=1, next="collects"),
+    Case("response-cut-off", response_cut_off, ("retryable", "success"), 2, "collects", check=check_cut_off),
+    Case("429-retry-after", inject(Fault(status=429, retry_after=30)), ("rate_limited",), 0, "backs_off",
+         ExchangeRateLimitedError, 429, -1003, block_s=30, retry_after=30),
+    Case("418-retry-after", inject(Fault(status=418, retry_after=7200)), ("rate_limited",), 0, "backs_off",
+         ExchangeRateLimitedError, 418, -1003, block_s=7200, retry_after=7200),
+    Case("1003-without-retry-after", inject(Fault(status=429, code=-1003)), ("rate_limited",), 0, "backs_off",
+         ExchangeRateLimitedError, 429, -1003, block_s=60),  # DEFAULT_RATE_LIMIT_S
+    Case("1021-clock-drift", clock_drift, ("clock_skew", "success"), executed=1, next="collects", check=check_drift),
+    Case("1021-persistent", inject(Fault(status=400, code=-1021, count=2)), ("clock_skew", "clock_skew"), 0,
+         "collects", ExchangeRejectedError, 400, -1021, check=check_persistent_skew),
+    Case("1022-wrong-secret", wrong_hmac_secret, ("rejected",), 0, "fails_again",
+         ExchangeRejectedError, 400, -1022, secret_reads=2, check=check_key_refused),
+    Case("2015-unknown-key", unknown_api_key, ("rejected",), 0, "fails_again",
+         ExchangeRejectedError, 401, -2015, secret_reads=2, check=check_key_refused),
+    Case("21001-not-portfolio-margin", inject(Fault(status=400, code=-21001)), ("rejected",), 0, "collects",
+         ExchangeRejectedError, 400, -21001),
+    Case("451-restricted-location", inject(Fault(status=451)), ("rejected",), 0, "collects",
+         ExchangeRejectedError, 451, 0),
+]
+
+
+def iso_ms(text: str) -> int:
+    """Epoch ms of the records' "2026-11-25T14:00:00.123Z" (exact: no float rounding)."""
+    seconds = datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return calendar.timegm(seconds.timetuple()) * 1000 + int(text[20:23])
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.mark.parametrize("trigger", list(TRIGGERS))
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_fault_then_next_invocation(rig: Rig, case: Case, trigger: str) -> None:
+    case.arrange(rig)
+    started_ms = now_ms()
+    result = rig.run(TRIGGERS[trigger]())
+
+    # what the invocation returned or raised
+    if case.error is None:
+        assert isinstance(result, dict), result
+        assert (result["status"], result["httpStatus"], result["exchangeCode"]) == ("collected", 200, None)
+        assert result["attempts"] == len(case.verdicts)
+    else:
+        assert type(result) is case.error, result
+        assert (result.http_status, result.code) == (case.http_status, case.code)
+    # what it recorded
+    record = rig.record()
+    assert record["status"] == ("collected" if case.error is None else "failed")
+    assert record["trigger"] == trigger
+    assert record["reservations"] == list(range(len(case.verdicts)))
+    assert [attempt["verdict"] for attempt in record["attemptLog"]] == list(case.verdicts)
+    assert record["windowUsed"] == len(case.verdicts)
+    if case.error is not None:
+        assert record["error"]["type"] == case.error.kind
+        assert (record["error"]["httpStatus"], record["error"]["code"]) == (case.http_status, case.code)
+        assert (record["httpStatus"], record["exchangeCode"]) == (case.http_status, case.code)
+    # what the exchange saw, and how often the secret was read
+    sent = rig.collections()
+    assert len(sent) == len(case.verdicts)
+    assert sum(request.executed for request in sent) == case.executed
+    assert rig.secret_reads() == case.secret_reads
+    if case.check is not None:
+        case.check(rig, record)
+    if case.block_s is not None:
+        blocked_ms = iso_ms(record["blockedUntil"])
+        assert started_ms + case.block_s * 1000 <= blocked_ms <= now_ms() + case.block_s * 1000
+        assert record["attemptLog"][0]["retryAfterSeconds"] == case.retry_after
+
+    # what the next invocation of the same kind does
+    {"collects": next_collects, "backs_off": next_backs_off, "fails_again": next_fails_again}[case.next](
+        rig, case, trigger
+    )
+
+
+def next_collects(rig: Rig, case: Case, trigger: str) -> None:
+    seen, reads = len(rig.exchange.requests()), rig.secret_reads()
+    result = rig.run(TRIGGERS[trigger]())
+    assert isinstance(result, dict) and result["status"] == "collected", result
+    assert result["attempts"] == 1
+    new = rig.exchange.requests()[seen:]
+    assert [(r.path, r.status) for r in new] == [(COLLECT, 200)]  # one request, no resync, no retry
+    assert rig.secret_reads() == reads  # warm: the cached secret
+    record = rig.record()
+    assert record["reservations"] == [len(case.verdicts)]
+    assert result["windowUsed"] == len(case.verdicts) + 1
+
+
+def next_backs_off(rig: Rig, case: Case, trigger: str) -> None:
+    seen = len(rig.exchange.requests())
+    blocked_until = rig.record()["blockedUntil"]
+    for cold in (False, True):  # this container, then another one that has never heard of the 429/418
+        if cold:
+            runtime.reset()
+            parameters.clear_caches()
+        result = rig.run(TRIGGERS[trigger]())
+        assert isinstance(result, dict) and result["status"] == "backing_off", result
+        assert result["blockedUntil"] == blocked_until
+        assert result["attempts"] == 0 and result["windowUsed"] == 1
+        assert len(rig.exchange.requests()) == seen  # no request of any kind
+        record = rig.record()
+        assert (record["status"], record["reservations"], record["attemptLog"]) == ("backing_off", [], [])
+        assert f"HTTP {case.http_status} code {case.code}" in record["note"]
+
+
+def next_fails_again(rig: Rig, case: Case, trigger: str) -> None:
+    sent, reads = len(rig.collections()), rig.secret_reads()
+    result = rig.run(TRIGGERS[trigger]())
+    assert type(result) is case.error
+    assert (result.http_status, result.code) == (case.http_status, case.code)
+    assert len(rig.collections()) == sent + 1
+    assert rig.secret_reads() == reads + 1  # the cached secret, then exactly one forced re-read
+    assert rig.record()["reservations"] == [1]
+
+
+def test_balance_answer_cut_off_does_not_stop_the_collection(rig: Rig) -> None:
+    rig.deployment.set_env(BALANCE_CHECK="skip-when-empty")
+    rig.exchange.set_balances("default", {"USDT": {"umWalletBalance": "12.5"}})
+    rig.exchange_proxy().truncate_next(1, BALANCE)
+
+    result = rig.run({})
+
+    assert isinstance(result, dict) and result["status"] == "collected", result
+    assert "balance check failed" in result["note"] and "ChunkedEncodingError" in result["note"]
+    assert len(rig.collections()) == 1
+    assert rig.record()["reservations"] == [0]
+
+
+# --- key rotation ----------------------------------------------------------------------------------------
+
+
+def rotate_to_new_ed25519_key(rig: Rig) -> str:
+    """Register a new key at the exchange and put it in the secret behind the warm container's cache."""
+    private_pem, public_pem = ed25519_pem()
+    new_key = "rotated-" + uuid.uuid4().hex
+    rig.exchange.add_credential(ApiCredential(api_key=new_key, public_key_pem=public_pem))
+    rig.key_material |= {new_key, private_pem, pem_body(private_pem)}
+    rig.deployment.secrets.put_secret_value(
+        SecretId=rig.deployment.secret_id, SecretString=json.dumps({"apiKey": new_key, "privateKey": private_pem})
+    )
+    return new_key
+
+
+def test_rotated_key_is_reread_once_after_2015_and_collects(rig: Rig) -> None:
+    assert rig.run({})["status"] == "collected"  # a warm container holding the old key
+    new_key = rotate_to_new_ed25519_key(rig)
+    rig.exchange.inject(Fault(status=401, code=-2015))  # the old key is revoked
+    reads = rig.secret_reads()
+
+    result = rig.run({})
+
+    assert result["status"] == "collected"
+    assert rig.secret_reads() == reads + 1  # exactly one forced re-read
+    assert [r.api_key for r in rig.collections()] == [rig.deployment.api_key, rig.deployment.api_key, new_key]
+    record = rig.record()
+    assert [a["verdict"] for a in record["attemptLog"]] == ["rejected", "success"]
+    assert record["attemptLog"][0]["code"] == -2015
+    assert record["reservations"] == [1, 2]
+    # the next invocation uses the new key from the cache
+    assert rig.run({})["status"] == "collected"
+    assert rig.collections()[-1].api_key == new_key
+    assert rig.secret_reads() == reads + 1
+
+
+def test_unchanged_secret_after_2015_fails_after_exactly_one_reread(rig: Rig) -> None:
+    assert rig.run({})["status"] == "collected"
+    rig.exchange.inject(Fault(status=401, code=-2015))
+    reads, sent = rig.secret_reads(), len(rig.collections())
+
+    result = rig.run({})
+
+    assert type(result) is ExchangeRejectedError and (result.http_status, result.code) == (401, -2015)
+    assert "has not changed" in str(result)
+    assert rig.secret_reads() == reads + 1
+    assert len(rig.collections()) == sent + 1  # never retried with the same key
+
+
+# --- duplicate deliveries --------------------------------------------------------------------------------
+
+
+def test_the_same_scheduled_event_delivered_twice_collects_once(rig: Rig) -> None:
+    event = scheduled_event()
+    assert rig.run(event)["status"] == "collected"
+    second = rig.run(event)
+    runtime.reset()  # a third delivery to another container, whose cache has never seen the event
+    third = rig.run(event)
+
+    assert second["status"] == third["status"] == "duplicate"
+    assert len(rig.collections()) == 1
+    first_invocation = rig.deployment.contexts[0].aws_request_id
+    for index in (1, 2):
+        record = rig.record(index)
+        assert (record["status"], record["reservations"], record["eventId"]) == ("duplicate", [], event["id"])
+        assert first_invocation in record["note"]
+
+
+def test_lambda_retrying_a_failed_scheduled_event_with_the_same_request_id_may_collect(rig: Rig) -> None:
+    """Lambda retries a failed asynchronous invocation with the same request id: not a duplicate."""
+    rig.exchange.inject(Fault(status=500, count=3))
+    event, request_id = scheduled_event(), str(uuid.uuid4())
+    assert type(rig.run(event, FakeLambdaContext(aws_request_id=request_id))) is ExchangeUnavailableError
+    retried = rig.run(event, FakeLambdaContext(aws_request_id=request_id))
+    assert retried["status"] == "collected"
+    assert [r.status for r in rig.collections()] == [500, 500, 500, 200]
+
+
+def test_console_test_event_twice_collects_twice(rig: Rig) -> None:
+    assert [rig.run({})["status"] for _ in range(2)] == ["collected", "collected"]
+    assert len(rig.collections()) == 2
+
+
+def test_the_same_sqs_message_delivered_twice_collects_once(rig: Rig) -> None:
+    message_id = str(uuid.uuid4())
+    assert rig.run(sqs_event(message_id))["status"] == "collected"
+    assert rig.run(sqs_event(message_id))["status"] == "duplicate"
+    assert rig.run(sqs_event())["status"] == "collected"  # another message
+    assert len(rig.collections()) == 2
+
+
+# --- crash safety ----------------------------------------------------------------------------------------
+
+PASSED_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
+    "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "SECRET_ID", "TABLE_NAME", "BINANCE_BASE_URL", "MAX_CALLS_PER_HOUR",
+    "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_NAMESPACE",
+)
+
+
+def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(rig: Rig) -> None:
+    rig.deployment.set_env(MAX_CALLS_PER_HOUR="2")
+    rig.exchange.inject(Fault(delay_s=30))  # the answer never comes before the kill
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    process = context.Process(
+        target=invoke_repeatedly, args=({name: os.environ[name] for name in PASSED_ENV}, 1, start, results)
+    )
+    process.start()
+    start.set()
+    deadline = time.monotonic() + 60
+    while not rig.collections():
+        assert time.monotonic() < deadline and process.is_alive(), "the collector never reached the exchange"
+        time.sleep(0.02)
+    process.kill()  # SIGKILL between the reservation and the outcome record
+    process.join(timeout=10)
+
+    assert rig.deployment.outcomes() == []  # it never got to write one
+    store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
+    assert store.read("default").sequence == 1  # but its reservation was stored before it sent
+    second = rig.run({})
+    assert (second["status"], second["windowUsed"]) == ("collected", 2)
+    assert rig.record()["reservations"] == [1]
+    third = rig.run({})
+    assert (third["status"], third["windowUsed"]) == ("budget_exhausted", 2)
+    assert len(rig.collections()) == 2
+
+
+def test_a_reservation_whose_request_was_never_sent_still_counts(rig: Rig) -> None:
+    rig.deployment.set_env(MAX_CALLS_PER_HOUR="1")
+    store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
+    decision, _ = store.reserve("default", WindowPolicy(1, 5_000), now_ms, lambda: 60_000)  # then "crashed"
+    assert isinstance(decision, Grant)
+
+    result = rig.run({})
+
+    assert (result["status"], result["windowUsed"]) == ("budget_exhausted", 1)
+    assert iso_ms(result["nextSlotAt"]) == decision.expiry_ms
+    assert rig.collections() == []
+
+
+# --- DynamoDB failures ------------------------------------------------------------------------------------
+
+
+def test_dynamodb_unreachable_sends_nothing_and_logs_the_outcome(rig: Rig) -> None:
+    rig.deployment.set_env(AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+
+    result = rig.run({})
+
+    assert type(result) is WindowStoreError
+    assert f"could not reserve a window slot in table {rig.deployment.table!r}" in str(result)
+    assert rig.exchange.requests() == []
+    assert "outcome not stored; full record follows" in rig.logs.getvalue()
+
+
+def test_missing_table_sends_nothing(rig: Rig) -> None:
+    rig.deployment.set_env(TABLE_NAME="no-such-table")
+    result = rig.run({})
+    assert type(result) is WindowStoreError
+    assert "could not reserve a window slot in table 'no-such-table'" in str(result)
+    assert "ResourceNotFoundException" in str(result)
+    assert rig.exchange.requests() == []
+
+
+@pytest.fixture
+def throttling_dynamodb(rig: Rig) -> Iterator[FaultProxy]:
+    with FaultProxy(rig.deployment.dynamodb.meta.endpoint_url) as proxy:
+        rig.deployment.set_env(AWS_ENDPOINT_URL_DYNAMODB=proxy.endpoint)
+        yield proxy
+
+
+def test_dynamodb_throttling_is_retried_and_the_invocation_still_collects(
+    rig: Rig, throttling_dynamodb: FaultProxy
+) -> None:
+    throttling_dynamodb.fail_next(2)  # botocore's standard mode makes 3 attempts
+
+    result = rig.run({})
+
+    assert result["status"] == "collected"
+    assert sum(throttling_dynamodb.failed.values()) == 2
+    assert len(rig.collections()) == 1
+    assert rig.record()["reservations"] == [0]
+
+
+def test_dynamodb_throttling_that_outlasts_the_retries_sends_nothing(
+    rig: Rig, throttling_dynamodb: FaultProxy
+) -> None:
+    throttling_dynamodb.fail_next(5)  # the reservation's 3 attempts, then 2 of the outcome write's
+
+    result = rig.run({})
+
+    assert type(result) is WindowStoreError
+    assert "ProvisionedThroughputExceededException" in str(result)
+    assert rig.collections() == []
+    record = rig.record()  # the outcome write's third attempt got through
+    assert (record["status"], record["error"]["type"], record["reservations"]) == ("failed", "window_store", [])
+
+
+# --- no key material anywhere ----------------------------------------------------------------------------
+
+
+def test_no_log_line_exception_or_record_of_the_matrix_holds_key_material() -> None:
+    """Runs last in this module: everything the tests above captured, against all the key material they used."""
+    if SCAN.tests < len(CASES) * len(TRIGGERS):
+        pytest.skip("run together with the whole matrix")
+    assert SCAN.leaks(SCAN.texts, SCAN.material) == []
+    text = "\n".join(SCAN.texts)
+    # the scan saw what matters: error logs with the exchange's messages, and many signed requests
+    assert '"level":"ERROR"' in text and "collection failed" in text
+    assert "Signature for this request is not valid." in text
+    assert sum(1 for value in SCAN.material if len(value) == 88) >= 50  # Ed25519 signatures, base64
