@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck template-check pytest bench build clean
+.PHONY: run test lint typecheck template-check security pytest bench build clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(PY) -m localdev.run $(ARGS)
 
 ## test: every gate CI runs - lint, types, template checks, then the whole pytest suite
-test: lint typecheck template-check pytest
+test: lint typecheck template-check security pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check handler localdev tests bench
@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 
 template-check:
 	bash scripts/check-template.sh
+
+## security: bandit (medium+ fails) and pip-audit of requirements.txt (fails only on a known vulnerability)
+security: $(STAMP)
+	bash scripts/security-check.sh
 
 pytest: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
