@@ -21,10 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, ExchangeEmulator
+from localdev.keys import new_ed25519_pem
 from localdev.template import REPO, create_table_from_template, function_entry_point, load_template
 
 EVENTS = REPO / "events"
@@ -77,13 +75,7 @@ def provision(exchange: ExchangeEmulator, budget: int) -> dict[str, str]:
 
     table = "fund-auto-collector-local"
     create_table_from_template(boto3.client("dynamodb"), table)
-    key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    private_pem, public_pem = new_ed25519_pem()
     api_key = uuid.uuid4().hex + uuid.uuid4().hex
     exchange.add_credential(ApiCredential(api_key=api_key, public_key_pem=public_pem))
     exchange.set_balances(

@@ -12,11 +12,10 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auto_collector import runtime
 from localdev.exchange_emulator import ApiCredential, ExchangeEmulator
+from localdev.keys import new_ed25519_pem
 from tests.support.dynamodb_local import DynamoDBLocal, free_port
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.table import create_table
@@ -66,14 +65,7 @@ def exchange() -> Iterator[ExchangeEmulator]:
 
 
 def ed25519_pem() -> tuple[str, bytes]:
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
+    return new_ed25519_pem()
 
 
 @dataclass

@@ -22,20 +22,11 @@ from auto_collector.errors import (
 )
 from localdev.exchange_emulator import ApiCredential, Fault
 from tests.conftest import Deployment
+from tests.support.events import scheduled_event
 
 COLLECT = "/sapi/v1/portfolio/auto-collection"
 EVENTS = Path(__file__).resolve().parents[2] / "events"
-SCHEDULED = {
-    "version": "0",
-    "id": "2f0b0a4e-7f7e-4b4e-9a51-6f1f0d5c9a11",
-    "detail-type": "Scheduled Event",
-    "source": "aws.events",
-    "account": "123456789012",
-    "time": "2026-11-25T14:00:00Z",
-    "region": "eu-west-1",
-    "resources": ["arn:aws:events:eu-west-1:123456789012:rule/fund-auto-collector"],
-    "detail": {},
-}
+SCHEDULED = scheduled_event("2f0b0a4e-7f7e-4b4e-9a51-6f1f0d5c9a11")
 
 
 def collections(deployment: Deployment) -> list:

@@ -19,20 +19,11 @@ from auto_collector.store import WindowStore
 from auto_collector.window import WindowPolicy
 from localdev.exchange_emulator import Fault
 from tests.conftest import Deployment
+from tests.support.events import scheduled_event
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECT = "/sapi/v1/portfolio/auto-collection"
-SCHEDULED = {
-    "version": "0",
-    "id": "9d1c2b7e-0f3a-4c55-8e0b-5a2f1d3c4b6e",
-    "detail-type": "Scheduled Event",
-    "source": "aws.events",
-    "account": "123456789012",
-    "time": "2026-11-25T14:00:00Z",
-    "region": "eu-west-1",
-    "resources": ["arn:aws:events:eu-west-1:123456789012:rule/fund-auto-collector"],
-    "detail": {},
-}
+SCHEDULED = scheduled_event("9d1c2b7e-0f3a-4c55-8e0b-5a2f1d3c4b6e")
 
 
 def now_ms() -> int:

@@ -35,6 +35,7 @@ from urllib.parse import quote
 import pytest
 
 from localdev.exchange_emulator import Fault
+from tests.support.events import scheduled_event
 
 pytestmark = [pytest.mark.soak, pytest.mark.dynamodb_local]
 
@@ -72,17 +73,7 @@ def event_for(rng: random.Random, iteration: int) -> dict[str, Any]:
     same event: the duplicate deliveries of EventBridge and SQS, racing each other."""
     roll = rng.random()
     if roll < 0.45:
-        return {
-            "version": "0",
-            "id": f"tick-{iteration if rng.random() < 0.5 else uuid.uuid4()}",
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": "123456789012",
-            "time": "2026-11-25T14:00:00Z",
-            "region": "eu-west-1",
-            "resources": ["arn:aws:events:eu-west-1:123456789012:rule/fund-auto-collector"],
-            "detail": {},
-        }
+        return scheduled_event(f"tick-{iteration if rng.random() < 0.5 else uuid.uuid4()}")
     if roll < 0.75:
         return {}
     message_id = f"msg-{iteration}" if rng.random() < 0.5 else str(uuid.uuid4())
