@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `sam build` without Docker into .aws-sam/build, then check and report the function artifact.
-# SAM's Python builder needs a python3.12 on PATH matching the template's Runtime: pyenv provides it
-# through PYENV_VERSION. Dependencies are fetched as manylinux aarch64 wheels (the function is arm64).
+# The function is built by handler/Makefile (BuildMethod: makefile), which needs a python3.12 on PATH matching
+# the template's Runtime: pyenv provides it through PYENV_VERSION. Dependencies are fetched as manylinux
+# aarch64 wheels (the function is arm64), and everything is compiled to bytecode for that Python.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +39,10 @@ done
 if find "$ARTIFACT" -name 'test_*.py' -path '*/auto_collector/*' | grep -q .; then
   echo "FAILED: test modules inside $ARTIFACT/auto_collector" >&2; exit 1
 fi
+# Precompiled for the runtime's Python: without it every cold start compiles every module again.
+version=${runtime#python}
+pyc=$ARTIFACT/auto_collector/__pycache__/handler.cpython-${version/./}.pyc
+[[ -f $pyc ]] || { echo "FAILED: no bytecode for $runtime in $ARTIFACT (expected $pyc)" >&2; exit 1; }
 
 size=$(du -sh "$ARTIFACT" | cut -f1)
 zipped=$(cd "$ARTIFACT" && "$runtime" - <<'PY'
