@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sysconfig
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -577,23 +578,47 @@ def _native_distributions(artifact: Path) -> list[str]:
     return native
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("RUN_SAM_BUILD") != "1", reason="set RUN_SAM_BUILD=1 to run sam build")
-def test_sam_build_artifact_imports_the_handler(tmp_path: Path) -> None:
-    if not (REPO / "handler" / "auto_collector" / "handler.py").is_file():
-        pytest.skip("handler/auto_collector/handler.py does not exist yet")
+_INVOKE = textwrap.dedent(
+    """
+    import json, sys, uuid
+    sys.path[:0] = json.loads(sys.argv[1])
+    from auto_collector.handler import lambda_handler
+
+    class Context:
+        aws_request_id = str(uuid.uuid4())
+        function_name = "CollectorFunction"
+        memory_limit_in_mb = 256
+        invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:CollectorFunction"
+
+        def get_remaining_time_in_millis(self):
+            return 30_000
+
+    print("RESULT " + json.dumps(lambda_handler(json.loads(sys.argv[2]), Context())))
+    """
+)
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    python: str
+    path: Path
+    roots: list[str]  # sys.path for a fresh interpreter: the artifact, plus host-native wheels off arm64
+
+
+@pytest.fixture(scope="module")
+def built_artifact(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifact:
+    """`sam build` (scripts/sam-build.sh), once for this module."""
+    if os.environ.get("RUN_SAM_BUILD") != "1":
+        pytest.skip("set RUN_SAM_BUILD=1 to run sam build")
+    tmp_path = tmp_path_factory.mktemp("artifact")
     env = {**os.environ, "PYENV_VERSION": os.environ.get("PYENV_VERSION", "3.11.7:3.12.1:3.13.0")}
     build = _run(["bash", str(REPO / "scripts" / "sam-build.sh")], env, REPO)
     assert build.returncode == 0, build.stdout + build.stderr
     artifact = REPO / ".aws-sam" / "build" / FUNCTION_ID
-    assert (artifact / "auto_collector" / "handler.py").is_file()
-    for unwanted in ("tests", "bench", "localdev", ".venv", "events", "template.yaml"):
-        assert not (artifact / unwanted).exists(), unwanted
     python = _python312(env)
-
     roots = []
     # The artifact's compiled extensions are for arm64 Linux. On another machine, the same versions for
-    # this machine shadow them, so that the import exercises everything else from the artifact itself.
+    # this machine shadow them, so that everything else is exercised from the artifact itself.
     native = _native_distributions(artifact)
     if platform.machine() not in ("aarch64", "arm64") and native:
         shim = tmp_path / "host-native"
@@ -613,8 +638,42 @@ def test_sam_build_artifact_imports_the_handler(tmp_path: Path) -> None:
             assert source.exists(), f"{name} is neither in the artifact nor in {site_packages}"
             (provided / source.name).symlink_to(source)
     roots.append(str(provided))
+    return BuiltArtifact(python, artifact, roots)
 
+
+@pytest.mark.slow
+def test_sam_build_artifact_imports_the_handler(built_artifact: BuiltArtifact, tmp_path: Path) -> None:
+    artifact = built_artifact.path
+    assert (artifact / "auto_collector" / "handler.py").is_file()
+    for unwanted in ("tests", "bench", "localdev", ".venv", "events", "template.yaml"):
+        assert not (artifact / unwanted).exists(), unwanted
     clean_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    result = _run([python, "-I", "-S", "-c", _IMPORT_CHECK, json.dumps(roots)], clean_env, tmp_path)
+    command = [built_artifact.python, "-I", "-S", "-c", _IMPORT_CHECK, json.dumps(built_artifact.roots)]
+    result = _run(command, clean_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(artifact)), result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("event_file", ["console-test.json", "scheduled.json", "dry-run.json"])
+def test_the_built_artifact_collects_against_the_local_emulators(
+    built_artifact: BuiltArtifact, deployment: Any, tmp_path: Path, event_file: str
+) -> None:
+    """The packaged function, alone in a fresh interpreter, runs the real job: moto's server, the emulator."""
+    passed = (
+        "SECRET_ID", "TABLE_NAME", "BINANCE_BASE_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION", "POWERTOOLS_TRACE_DISABLED",
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", **{k: os.environ[k] for k in passed}}
+    event = (REPO / "events" / event_file).read_text()
+    command = [built_artifact.python, "-I", "-S", "-c", _INVOKE, json.dumps(built_artifact.roots), event]
+    result = _run(command, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    summary = json.loads(line.removeprefix("RESULT "))
+    expected = "dry_run" if event_file == "dry-run.json" else "collected"
+    assert summary["status"] == expected
+    accepted = [r for r in deployment.exchange.requests("/sapi/v1/portfolio/auto-collection") if r.status == 200]
+    assert len(accepted) == (0 if expected == "dry_run" else 1)
+    (record,) = deployment.outcomes()
+    assert record["status"] == expected
