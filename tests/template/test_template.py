@@ -265,6 +265,26 @@ def test_table_shape_and_protection(resources: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- IAM
 
 
+def test_vpc_is_optional_and_brings_only_the_network_interface_policy(
+    function: dict[str, Any], resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    assert function["VpcConfig"] == {
+        "Fn::If": [
+            "HasVpc",
+            {"SubnetIds": {"Ref": "VpcSubnetIds"}, "SecurityGroupIds": {"Ref": "VpcSecurityGroupIds"}},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert template["Parameters"]["VpcSubnetIds"]["Default"] == ""
+    managed = resources[ROLE_ID]["Properties"]["ManagedPolicyArns"]
+    conditions = {entry["Fn::If"][0]: entry["Fn::If"][1] for entry in managed}
+    assert conditions == {
+        "IsTracingEnabled": {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"},
+        "HasVpc": {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"},
+    }
+    assert all(entry["Fn::If"][2] == {"Ref": "AWS::NoValue"} for entry in managed)
+
+
 def test_role_is_assumable_by_lambda_only(resources: dict[str, Any]) -> None:
     trust = resources[ROLE_ID]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
