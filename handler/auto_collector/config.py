@@ -48,7 +48,8 @@ class Settings:
     outcome_retention_days: int = 90
     max_attempts: int = 3
     http_timeout_s: float = 10.0
-    secret_max_age_s: int = 300
+    # An hour: a rotated key is picked up at once anyway (the secret is re-read on -2015/-1022).
+    secret_max_age_s: int = 3600
     balance_check: BalanceCheck = "off"
 
     @classmethod

@@ -49,11 +49,10 @@ def invoke(
     except InvalidEventError as error:
         unknown = Invocation(trigger="unknown")
         outcomes = [_failed_outcome(label, invocation_id, unknown, error) for label in settings.labels]
-    else:
-        outcomes = _run_accounts(runtime, labels, invocation, invocation_id, remaining_ms)
-    for outcome in outcomes:
-        _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome)
-    return outcomes
+        for outcome in outcomes:
+            _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome)
+        return outcomes
+    return _run_accounts(runtime, labels, invocation, invocation_id, remaining_ms)
 
 
 def _selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
@@ -68,13 +67,16 @@ def _selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
 def _run_accounts(
     runtime: Runtime, labels: list[str], invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int]
 ) -> list[Outcome]:
+    def run_and_record(label: str) -> Outcome:
+        # Each account records its own outcome on its own thread: one round trip in all, not one per account.
+        outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms)
+        _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome)
+        return outcome
+
     if len(labels) == 1:
-        return [runtime.collectors[labels[0]].run(invocation, invocation_id, remaining_ms)]
+        return [run_and_record(labels[0])]
     with ThreadPoolExecutor(max_workers=min(len(labels), MAX_PARALLEL_ACCOUNTS)) as pool:
-        futures = [
-            pool.submit(runtime.collectors[label].run, invocation, invocation_id, remaining_ms) for label in labels
-        ]
-        return [future.result() for future in futures]
+        return list(pool.map(run_and_record, labels))
 
 
 def _store(outcome: Outcome, retention_days: int, put: Callable[[dict[str, object]], None]) -> None:
