@@ -232,13 +232,24 @@ class Collector:
             return
         self._send(outcome, credentials, remaining_ms)
         if check != "off" and outcome.status == "collected":
-            result, balances = self._exchange.balances(
-                credentials, self._settings.recv_window_ms, self._http_timeout_s(remaining_ms)
-            )
-            if result.verdict == "success":
-                outcome.balances_after = balances
-            else:
-                outcome.note = f"balances after the collection unavailable: HTTP {result.http_status} {result.message}"
+            self._record_balances_after(outcome, credentials, remaining_ms)
+
+    def _record_balances_after(
+        self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]
+    ) -> None:
+        """Best effort: the collection already happened, so nothing here may turn it into a failure."""
+        try:
+            timeout_s = self._http_timeout_s(remaining_ms)
+        except DeadlineError:
+            outcome.note = "balances after the collection not read: no time left in the invocation"
+            return
+        result, balances = self._exchange.balances(credentials, self._settings.recv_window_ms, timeout_s)
+        if result.verdict == "success":
+            outcome.balances_after = balances
+            return
+        if result.verdict == "rate_limited":
+            self._back_off(outcome, result)  # no later invocation may call through it
+        outcome.note = f"balances after the collection unavailable: HTTP {result.http_status} {result.message}"
 
     def _check_balances(
         self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]
@@ -294,8 +305,16 @@ class Collector:
                     raise _failure(outcome.attempts[-1].result)
                 self._refused(outcome, decision)
                 return
-            # Reserving may have waited on contention: the HTTP time still ends before the deadline.
-            timeout_s = min(timeout_s, max(0.1, (remaining_ms() - OUTCOME_RESERVE_MS) / 1000))
+            # Reserving may have waited on contention or a slow DynamoDB: the attempt must still end before the
+            # deadline, and the signed timestamp must still be fresh (a request the exchange is certain to refuse
+            # with -1021 would only spend the slot). Either way the reservation stays spent, which is safe.
+            available_ms = remaining_ms() - OUTCOME_RESERVE_MS
+            if available_ms < MIN_HTTP_TIMEOUT_MS:
+                raise DeadlineError(f"only {max(0, remaining_ms())} ms left after reserving a window slot; not sent")
+            if self._exchange.server_now_ms() - decision.timestamp_ms > self._settings.recv_window_ms // 2:
+                logger.warning("reservation took too long; its timestamp is stale, reserving again")
+                continue
+            timeout_s = min(timeout_s, available_ms / 1000)
             logger.info("window slot reserved", extra={"account": outcome.account, "reservation": decision.sequence})
             result = self._exchange.auto_collect(
                 credentials, decision.timestamp_ms, self._settings.recv_window_ms, timeout_s

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 # and a stuck connection cannot eat the invocation's deadline.
 _AWS_CLIENT_CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"},
-    connect_timeout=2,
-    read_timeout=5,
+    connect_timeout=1,
+    read_timeout=3,
 )
 
 

@@ -23,6 +23,8 @@ from .runtime import Runtime, runtime_for
 logger = Logger(service=SERVICE, child=True)
 
 _DEFAULT_RETENTION_DAYS = Settings.outcome_retention_days
+#: The longest a PutItem can take before botocore gives up (runtime.py's client: 3 x (1 s connect + 3 s read)).
+WORST_OUTCOME_WRITE_MS = 12_000
 #: Accounts collected at once: each waits mostly on the network, so threads are enough.
 MAX_PARALLEL_ACCOUNTS = 32
 
@@ -50,7 +52,7 @@ def invoke(
         unknown = Invocation(trigger="unknown")
         outcomes = [_failed_outcome(label, invocation_id, unknown, error) for label in settings.labels]
         for outcome in outcomes:
-            _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome)
+            _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
         return outcomes
     return _run_accounts(runtime, labels, invocation, invocation_id, remaining_ms)
 
@@ -70,7 +72,7 @@ def _run_accounts(
     def run_and_record(label: str) -> Outcome:
         # Each account records its own outcome on its own thread: one round trip in all, not one per account.
         outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms)
-        _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome)
+        _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
         return outcome
 
     if len(labels) == 1:
@@ -79,8 +81,16 @@ def _run_accounts(
         return list(pool.map(run_and_record, labels))
 
 
-def _store(outcome: Outcome, retention_days: int, put: Callable[[dict[str, object]], None]) -> None:
+def _store(
+    outcome: Outcome,
+    retention_days: int,
+    put: Callable[[dict[str, object]], None],
+    remaining_ms: Callable[[], int] | None = None,
+) -> None:
     item = outcome.to_item(retention_days)
+    if remaining_ms is not None and remaining_ms() < WORST_OUTCOME_WRITE_MS:
+        # Lambda could stop us before a slow write gives up: the log keeps the record whatever happens.
+        logger.warning("little time left: outcome record logged before it is written", extra={"outcome": item})
     try:
         put(item)
     except WindowStoreError as error:

@@ -161,3 +161,14 @@ def test_balance_check_is_skipped_when_the_budget_is_spent(deployment: Deploymen
     assert deployment.invoke({})["status"] == "collected"
     assert deployment.invoke({})["status"] == "budget_exhausted"
     assert len(deployment.exchange.requests(BALANCE)) == 2  # before and after the first; none for the second
+
+
+def test_a_429_on_the_balance_read_after_collecting_still_backs_off(deployment: Deployment) -> None:
+    from localdev.exchange_emulator import Fault
+
+    deployment.set_env(BALANCE_CHECK="record-only")
+    deployment.exchange.inject(Fault(path=BALANCE), Fault(path=BALANCE, status=429, code=-1003, retry_after=120))
+    assert deployment.invoke({})["status"] == "collected"  # the collection itself succeeded
+    assert deployment.invoke({})["status"] == "backing_off"
+    assert len(deployment.exchange.requests(COLLECT)) == 1
+
