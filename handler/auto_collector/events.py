@@ -126,6 +126,11 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
         unknown = sorted(set(document) - _SQS_BODY_KEYS)
         if unknown:
             raise InvalidEventError(f"SQS record {index} body has unknown keys {unknown}")
+        if document["account"] in accounts:
+            # Each message id guards its account against redelivery; two in one batch cannot both be kept.
+            raise InvalidEventError(
+                f"SQS batch names account {document['account']!r} twice; send one message per account per round"
+            )
         accounts[document["account"]] = f"sqs:{message_id}"
         dry_runs.add(_dry_run_flag(document))
     if len(dry_runs) > 1:

@@ -48,3 +48,33 @@ def test_anything_else_is_refused_with_a_specific_message(event: object, message
     with pytest.raises(InvalidEventError) as raised:
         parse_event(event)
     assert message in str(raised.value)
+
+
+def sqs(*bodies: str) -> dict[str, object]:
+    return {
+        "Records": [
+            {"eventSource": "aws:sqs", "messageId": f"m-{index}", "body": body} for index, body in enumerate(bodies)
+        ]
+    }
+
+
+def test_sqs_fan_out_batch() -> None:
+    invocation = parse_event(sqs('{"account": "fund-a"}', '{"account": "fund-b"}'))
+    assert invocation.trigger == "sqs" and invocation.accounts == ("fund-a", "fund-b")
+    assert invocation.event_id_for("fund-b") == "sqs:m-1"
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (sqs('{"account": "fund-a"}', '{"account": "fund-a"}'), "names account 'fund-a' twice"),
+        (sqs("not json"), "body is not JSON"),
+        (sqs('{"account": "a", "extra": 1}'), "unknown keys ['extra']"),
+        (sqs('{"account": "a"}', '{"account": "b", "dryRun": true}'), "mixes dry runs"),
+        ({"Records": []}, "at least one record"),
+    ],
+)
+def test_bad_sqs_batches_are_refused(event: object, message: str) -> None:
+    with pytest.raises(InvalidEventError) as raised:
+        parse_event(event)
+    assert message in str(raised.value)
