@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from localdev.artifact import native_distributions
 from localdev.template import REPO
 
 ARTIFACT = REPO / ".aws-sam" / "build" / "CollectorFunction"
@@ -77,7 +78,7 @@ def prepare(work: Path) -> Prepared:
 
     roots_plain: list[str] = []
     roots_compiled: list[str] = []
-    native = _native_distributions(plain)
+    native = native_distributions(plain)
     if platform.machine() not in ("aarch64", "arm64") and native:
         shim = work / "host-native" / re.sub(r"[^A-Za-z0-9.=_-]", "_", "+".join(native))
         if not shim.exists():
@@ -133,12 +134,3 @@ def _size(directory: Path) -> str:
     return f"{total / 1048576:.1f} MB unzipped, {buffer.tell() / 1048576:.1f} MB zipped"
 
 
-def _native_distributions(artifact: Path) -> list[str]:
-    """name==version of the artifact's distributions that ship compiled extensions."""
-    native = []
-    for dist_info in sorted(artifact.glob("*.dist-info")):
-        record = dist_info / "RECORD"
-        if record.is_file() and re.search(r"\.so,", record.read_text()):
-            name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
-            native.append(f"{name}=={version}")
-    return native

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
+from localdev.artifact import native_distributions
+
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO / "template.yaml"
 FUNCTION_ID = "CollectorFunction"
@@ -587,15 +589,6 @@ def _python312(env: dict[str, str]) -> str:
     return probe.stdout.strip()
 
 
-def _native_distributions(artifact: Path) -> list[str]:
-    """name==version of the artifact's distributions that ship compiled extensions."""
-    native = []
-    for dist_info in sorted(artifact.glob("*.dist-info")):
-        record = dist_info / "RECORD"
-        if record.is_file() and re.search(r"\.so,", record.read_text()):
-            name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
-            native.append(f"{name}=={version}")
-    return native
 
 
 _INVOKE = textwrap.dedent(
@@ -639,7 +632,7 @@ def built_artifact(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifact:
     roots = []
     # The artifact's compiled extensions are for arm64 Linux. On another machine, the same versions for
     # this machine shadow them, so that everything else is exercised from the artifact itself.
-    native = _native_distributions(artifact)
+    native = native_distributions(artifact)
     if platform.machine() not in ("aarch64", "arm64") and native:
         shim = tmp_path / "host-native"
         pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
