@@ -93,6 +93,8 @@ class Outcome:
     key_type: str | None = None
     blocked_until_ms: int | None = None
     note: str | None = None
+    #: Reservations made but not sent (no time was left): spent, and listed so they are not taken for a crash.
+    unsent_reservations: list[int] = field(default_factory=list)
     balances_before: dict[str, FuturesBalance] | None = None
     balances_after: dict[str, FuturesBalance] | None = None
     error: CollectorError | None = None
@@ -146,7 +148,8 @@ class Outcome:
             "finishedAt": _iso(self.finished_ms),
             "durationMs": self.finished_ms - self.started_ms,
             "attemptLog": [attempt.to_item() for attempt in self.attempts],
-            "reservations": [attempt.sequence for attempt in self.attempts],
+            "reservations": sorted([attempt.sequence for attempt in self.attempts] + self.unsent_reservations),
+            "unsentReservations": self.unsent_reservations,
             "clockOffsetMs": self.clock_offset_ms,
             "keyType": self.key_type,
             "balancesBefore": _balances_item(self.balances_before),
@@ -306,14 +309,11 @@ class Collector:
                 self._refused(outcome, decision)
                 return
             # Reserving may have waited on contention or a slow DynamoDB: the attempt must still end before the
-            # deadline, and the signed timestamp must still be fresh (a request the exchange is certain to refuse
-            # with -1021 would only spend the slot). Either way the reservation stays spent, which is safe.
+            # deadline. If it cannot, the reservation stays spent (safe) and is recorded as not sent.
             available_ms = remaining_ms() - OUTCOME_RESERVE_MS
             if available_ms < MIN_HTTP_TIMEOUT_MS:
+                outcome.unsent_reservations.append(decision.sequence)
                 raise DeadlineError(f"only {max(0, remaining_ms())} ms left after reserving a window slot; not sent")
-            if self._exchange.server_now_ms() - decision.timestamp_ms > self._settings.recv_window_ms // 2:
-                logger.warning("reservation took too long; its timestamp is stale, reserving again")
-                continue
             timeout_s = min(timeout_s, available_ms / 1000)
             logger.info("window slot reserved", extra={"account": outcome.account, "reservation": decision.sequence})
             result = self._exchange.auto_collect(
