@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, ExchangeEmulator
 from localdev.keys import new_ed25519_pem
+from localdev.lambda_context import LambdaContext
 from localdev.template import REPO, create_table_from_template, function_entry_point, load_template
 
 EVENTS = REPO / "events"
@@ -50,18 +50,6 @@ def local_aws() -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
-
-
-class LambdaContext:
-    def __init__(self, timeout_ms: int) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.function_name = "FundAutoCollector-local"
-        self.memory_limit_in_mb = 256
-        self.invoked_function_arn = "arn:aws:lambda:eu-west-1:000000000000:function:FundAutoCollector-local"
-        self._deadline = time.monotonic() + timeout_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 def load_handler() -> Callable[[Any, Any], Any]:
@@ -100,7 +88,7 @@ def provision(exchange: ExchangeEmulator, budget: int) -> dict[str, str]:
 def invoke(handler: Callable[[Any, Any], Any], event_file: Path, timeout_ms: int) -> dict[str, Any]:
     event = json.loads(event_file.read_text())
     try:
-        result = handler(event, LambdaContext(timeout_ms))
+        result = handler(event, LambdaContext(timeout_ms=timeout_ms))
         serialised: dict[str, Any] = json.loads(json.dumps(result))  # Lambda serialises the return value
         return serialised
     except Exception as error:

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import multiprocessing
-import os
 import time
 import traceback
 import uuid
@@ -46,7 +45,7 @@ from tests.conftest import Deployment, ed25519_pem
 from tests.support.dynamodb_local import free_port
 from tests.support.fault_proxy import SECRETS_MANAGER_TARGET, FaultProxy
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.workers import invoke_repeatedly
+from tests.support.workers import invoke_repeatedly, worker_environment
 
 COLLECT = "/sapi/v1/portfolio/auto-collection"
 SERVER_TIME = "/api/v3/time"
@@ -510,12 +509,6 @@ def test_the_same_sqs_message_delivered_twice_collects_once(rig: Rig) -> None:
 
 # --- crash safety ----------------------------------------------------------------------------------------
 
-PASSED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
-    "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-    "SECRET_ID", "TABLE_NAME", "BINANCE_BASE_URL", "MAX_CALLS_PER_HOUR",
-    "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_NAMESPACE",
-)
 
 
 def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(rig: Rig) -> None:
@@ -524,7 +517,7 @@ def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(r
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     process = context.Process(
-        target=invoke_repeatedly, args=({name: os.environ[name] for name in PASSED_ENV}, 1, start, results)
+        target=invoke_repeatedly, args=(worker_environment(), 1, start, results)
     )
     process.start()
     start.set()

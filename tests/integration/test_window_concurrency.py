@@ -18,25 +18,19 @@ from auto_collector.window import FUTURE_TOLERANCE_MS, HOUR_MS, Grant, Refusal, 
 from tests.conftest import Deployment
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.table import create_table
-from tests.support.workers import invoke_repeatedly
+from tests.support.workers import invoke_repeatedly, worker_environment
 
 pytestmark = pytest.mark.dynamodb_local
 
 RECV = 5_000
 OCCUPANCY = HOUR_MS + RECV + FUTURE_TOLERANCE_MS
-PASSED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
-    "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-    "SECRET_ID", "TABLE_NAME", "BINANCE_BASE_URL", "MAX_CALLS_PER_HOUR",
-    "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_NAMESPACE",
-)
 
 
 def test_parallel_processes_send_exactly_the_budget(local_deployment: Deployment) -> None:
     budget, processes, invocations_each = 5, 8, 4
     local_deployment.set_env(MAX_CALLS_PER_HOUR=str(budget))
     local_deployment.exchange.hourly_limit = budget  # any request beyond it would be a recorded violation
-    environment = {name: os.environ[name] for name in PASSED_ENV}
+    environment = worker_environment()
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     workers = [

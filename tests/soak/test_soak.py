@@ -36,6 +36,7 @@ import pytest
 
 from localdev.exchange_emulator import Fault
 from tests.support.events import scheduled_event
+from tests.support.workers import worker_environment
 
 pytestmark = [pytest.mark.soak, pytest.mark.dynamodb_local]
 
@@ -46,12 +47,6 @@ SERVER_TIME = "/api/v3/time"
 HOST_SKEWS_MS = (0, 4_000, -90_000, 20_000, -3_000, 45_000)
 #: A scheduled event id is remembered this long (window.EVENT_MEMORY_MS); deliveries further apart may both run.
 EVENT_MEMORY_MS = 3 * 3_600_000
-PASSED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
-    "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-    "SECRET_ID", "TABLE_NAME", "BINANCE_BASE_URL",
-    "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_NAMESPACE",
-)
 
 
 def soak_invocations() -> int | None:
@@ -207,7 +202,7 @@ def test_soak(
     rng = random.Random(seed)
     with ExchangeEmulator(clock_ms=fast_clock_ms, hourly_limit=budget) as exchange:
         deployment = deploy(monkeypatch, exchange, dynamodb_local.endpoint, moto_endpoint)
-        environment = {name: os.environ[name] for name in PASSED_ENV} | {
+        environment = worker_environment() | {
             "MAX_CALLS_PER_HOUR": str(budget),
             "RECV_WINDOW_MS": "60000",  # 100 ms of real latency at the default scale
             "HTTP_TIMEOUT_SECONDS": "1",
