@@ -22,7 +22,7 @@ test: lint typecheck template-check security pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check handler localdev tests bench
-	$(VENV)/bin/ruff format --check localdev
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -33,11 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer runs and a 10,000-record scale test (~2 min)")
     parser.add_argument("--skip-build", action="store_true", help="measure the artifact already in .aws-sam/build")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--code", type=Path, default=REPO / "handler",
-                        help="directory holding the auto_collector package to measure (default: handler/; e.g. "
-                        "an older revision from `git worktree add`) - not used by the artifact scenario")
-    parser.add_argument("--results", type=Path, help="write the Markdown report here (default: bench/RESULTS.md, "
-                        "full runs of every scenario only)")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        default=REPO / "handler",
+        help="directory holding the auto_collector package to measure (default: handler/; e.g. "
+        "an older revision from `git worktree add`) - not used by the artifact scenario",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="write the Markdown report here (default: bench/RESULTS.md, full runs of every scenario only)",
+    )
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SCENARIOS)
@@ -116,9 +123,7 @@ def _code_copies(code: Path) -> tuple[Path, Path]:
         )
     import py_compile
 
-    compileall.compile_dir(
-        compiled, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
-    )
+    compileall.compile_dir(compiled, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     return compiled, source
 
 
@@ -262,9 +267,7 @@ def accounts(h: Harness, count: int, n: int, code: Path) -> dict[str, Any]:
     h.proxy.delay_s = 0.1
     try:
         with h.exchange_latency(0.1):
-            result["all_latency"] = _warm_summaries(
-                h.warm(variants, n=max(2, n // 3), warmup=1, count=1, paths=paths)
-            )
+            result["all_latency"] = _warm_summaries(h.warm(variants, n=max(2, n // 3), warmup=1, count=1, paths=paths))
     finally:
         h.proxy.delay_s = 0.0
     return result

@@ -45,7 +45,11 @@ def build(log: Path) -> tuple[bool, str]:
     env = {**os.environ, "PYENV_VERSION": os.environ.get("PYENV_VERSION", PYENV_VERSION)}
     with log.open("w") as out:
         result = subprocess.run(
-            ["bash", str(REPO / "scripts" / "sam-build.sh")], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            ["bash", str(REPO / "scripts" / "sam-build.sh")],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             check=False,
         )
     lines = log.read_text().strip().splitlines()
@@ -85,9 +89,22 @@ def prepare(work: Path) -> Prepared:
             staging = shim.with_name(shim.name + ".tmp")
             shutil.rmtree(staging, ignore_errors=True)
             subprocess.run(
-                [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-compile",
-                 "--only-binary=:all:", "--target", str(staging), *native],
-                env=env, check=True,
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--no-compile",
+                    "--only-binary=:all:",
+                    "--target",
+                    str(staging),
+                    *native,
+                ],
+                env=env,
+                check=True,
             )
             staging.rename(shim)
         shim_plain, shim_compiled = root / "native-plain", root / "native-compiled"
@@ -132,5 +149,3 @@ def _size(directory: Path) -> str:
             if path.is_file():
                 archive.write(path, path.relative_to(directory))
     return f"{total / 1048576:.1f} MB unzipped, {buffer.tell() / 1048576:.1f} MB zipped"
-
-

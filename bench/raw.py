@@ -118,17 +118,23 @@ class RawCollector:
                 "startedAt": {"S": started},
                 "finishedAt": {"S": _iso(finished_ms)},
                 "durationMs": {"N": str(finished_ms - started_ms)},
-                "attemptLog": {"L": [{"M": {
-                    "reservation": {"N": str(self.sequence - 1)},
-                    "timestampMs": {"N": str(now_ms)},
-                    "verdict": {"S": "success" if reply.status_code == 200 else "rejected"},
-                    "httpStatus": {"N": str(reply.status_code)},
-                    "code": null,
-                    "message": {"S": ""},
-                    "latencyMs": {"N": str(latency_ms)},
-                    "usedWeight1m": {"N": weight},
-                    "retryAfterSeconds": null,
-                }}]},
+                "attemptLog": {
+                    "L": [
+                        {
+                            "M": {
+                                "reservation": {"N": str(self.sequence - 1)},
+                                "timestampMs": {"N": str(now_ms)},
+                                "verdict": {"S": "success" if reply.status_code == 200 else "rejected"},
+                                "httpStatus": {"N": str(reply.status_code)},
+                                "code": null,
+                                "message": {"S": ""},
+                                "latencyMs": {"N": str(latency_ms)},
+                                "usedWeight1m": {"N": weight},
+                                "retryAfterSeconds": null,
+                            }
+                        }
+                    ]
+                },
                 "reservations": {"L": [{"N": str(self.sequence - 1)}]},
                 "clockOffsetMs": {"N": "0"},
                 "keyType": {"S": "ed25519"},

@@ -44,9 +44,10 @@ def machine() -> dict[str, str]:
     python312 = "-"
     try:
         env = {**os.environ, "PYENV_VERSION": os.environ.get("PYENV_VERSION", "3.11.7:3.12.1:3.13.0")}
-        python312 = subprocess.run(
-            ["python3.12", "-V"], env=env, capture_output=True, text=True, check=False
-        ).stdout.strip() or "-"
+        python312 = (
+            subprocess.run(["python3.12", "-V"], env=env, capture_output=True, text=True, check=False).stdout.strip()
+            or "-"
+        )
     except OSError:
         pass
     return {
@@ -94,81 +95,211 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     if cold:
         c, b, s = cold["collector"], cold["baseline"], cold["collector_source"]
         ratio = c["wall_ms"] / b["wall_ms"]
-        out.append((f"Cold start: new interpreter, import + 1 invocation (median of {c['runs']}, interleaved)",
-                    f"{c['wall_ms']:.0f} ms", f"{b['wall_ms']:.0f} ms", f"{ratio:.2f}x",
-                    f"<= 1.15 {_verdict(ratio, 1.15)}"))
-        out.append(("  of which imports / the invocation", f"{c['import_ms']:.0f} / {c['invoke_ms']:.0f} ms",
-                    f"{b['import_ms']:.0f} / {b['invoke_ms']:.0f} ms", "", ""))
-        out.append(("  CPU time of the process until then (user + sys)", f"{c['cpu_ms']:.0f} ms",
-                    f"{b['cpu_ms']:.0f} ms", _ratio(c["cpu_ms"], b["cpu_ms"]), ""))
-        out.append(("  collector from source (its own modules not precompiled)", f"{s['wall_ms']:.0f} ms",
-                    f"{b['wall_ms']:.0f} ms", _ratio(s["wall_ms"], b["wall_ms"]), ""))
-        out.append(("AWS requests, cold invocation (at the emulator)", _aws(c["aws"]), _aws(b["aws"]), "",
-                    "GetSecretValue 1"))
-        out.append(("Peak memory (VmHWM), cold invocation", f"{c['maxrss_mb']:.0f} MB (max {c['maxrss_mb_max']:.0f})",
-                    f"{b['maxrss_mb']:.0f} MB", _ratio(c["maxrss_mb"], b["maxrss_mb"]),
-                    f"< 128 MB {'ok' if c['maxrss_mb_max'] < 100 else 'TIGHT'}"))
+        out.append(
+            (
+                f"Cold start: new interpreter, import + 1 invocation (median of {c['runs']}, interleaved)",
+                f"{c['wall_ms']:.0f} ms",
+                f"{b['wall_ms']:.0f} ms",
+                f"{ratio:.2f}x",
+                f"<= 1.15 {_verdict(ratio, 1.15)}",
+            )
+        )
+        out.append(
+            (
+                "  of which imports / the invocation",
+                f"{c['import_ms']:.0f} / {c['invoke_ms']:.0f} ms",
+                f"{b['import_ms']:.0f} / {b['invoke_ms']:.0f} ms",
+                "",
+                "",
+            )
+        )
+        out.append(
+            (
+                "  CPU time of the process until then (user + sys)",
+                f"{c['cpu_ms']:.0f} ms",
+                f"{b['cpu_ms']:.0f} ms",
+                _ratio(c["cpu_ms"], b["cpu_ms"]),
+                "",
+            )
+        )
+        out.append(
+            (
+                "  collector from source (its own modules not precompiled)",
+                f"{s['wall_ms']:.0f} ms",
+                f"{b['wall_ms']:.0f} ms",
+                _ratio(s["wall_ms"], b["wall_ms"]),
+                "",
+            )
+        )
+        out.append(
+            ("AWS requests, cold invocation (at the emulator)", _aws(c["aws"]), _aws(b["aws"]), "", "GetSecretValue 1")
+        )
+        out.append(
+            (
+                "Peak memory (VmHWM), cold invocation",
+                f"{c['maxrss_mb']:.0f} MB (max {c['maxrss_mb_max']:.0f})",
+                f"{b['maxrss_mb']:.0f} MB",
+                _ratio(c["maxrss_mb"], b["maxrss_mb"]),
+                f"< 128 MB {'ok' if c['maxrss_mb_max'] < 100 else 'TIGHT'}",
+            )
+        )
     warm = results.get("warm")
     if warm:
         c, b, r = warm["collector"], warm["baseline"], warm["collector_secret_reread"]
         ratio = c["median_ms"] / b["median_ms"]
-        out.append((f"Warm invocation (median of {c['n']}, one process, interleaved)", f"{c['median_ms']:.1f} ms",
-                    f"{b['median_ms']:.1f} ms", f"{ratio:.2f}x", f"<= 1.10 {_verdict(ratio, 1.10)}"))
+        out.append(
+            (
+                f"Warm invocation (median of {c['n']}, one process, interleaved)",
+                f"{c['median_ms']:.1f} ms",
+                f"{b['median_ms']:.1f} ms",
+                f"{ratio:.2f}x",
+                f"<= 1.10 {_verdict(ratio, 1.10)}",
+            )
+        )
         out.append(("  p90", f"{c['p90_ms']:.1f} ms", f"{b['p90_ms']:.1f} ms", _ratio(c["p90_ms"], b["p90_ms"]), ""))
         ok = c["aws"].get("secretsmanager.GetSecretValue", 0) == 0 and _dynamo_total(c["aws"]) <= 2
-        out.append(("AWS requests, warm invocation (at the emulator)", _aws(c["aws"]), _aws(b["aws"]), "",
-                    f"0 + <= 2 {'ok' if ok else 'OVER'}"))
+        out.append(
+            (
+                "AWS requests, warm invocation (at the emulator)",
+                _aws(c["aws"]),
+                _aws(b["aws"]),
+                "",
+                f"0 + <= 2 {'ok' if ok else 'OVER'}",
+            )
+        )
         out.append(("Exchange requests per invocation", str(c["exchange"]), str(b["exchange"]), "", ""))
         conn = warm["connections"]
-        out.append((f"Connections opened in the warm process ({conn['invocations']} invocations, 3 variants)",
-                    f"exchange {conn['exchange']}, AWS {conn['aws']}", "", "", "keep-alive reused"))
-        out.append(("  warm, secret cache expired (SECRET_MAX_AGE_SECONDS=0)", f"{r['median_ms']:.1f} ms",
-                    f"{b['median_ms']:.1f} ms", _ratio(r["median_ms"], b["median_ms"]), _aws(r["aws"])))
+        out.append(
+            (
+                f"Connections opened in the warm process ({conn['invocations']} invocations, 3 variants)",
+                f"exchange {conn['exchange']}, AWS {conn['aws']}",
+                "",
+                "",
+                "keep-alive reused",
+            )
+        )
+        out.append(
+            (
+                "  warm, secret cache expired (SECRET_MAX_AGE_SECONDS=0)",
+                f"{r['median_ms']:.1f} ms",
+                f"{b['median_ms']:.1f} ms",
+                _ratio(r["median_ms"], b["median_ms"]),
+                _aws(r["aws"]),
+            )
+        )
     art = results.get("artifact")
     build = results.get("build")
     if art:
         p, c = art["plain"], art["compiled"]
-        out.append((f"Built artifact, python3.12 cold start: no bytecode vs compiled (median of {p['runs']})",
-                    f"{c['wall_ms']:.0f} ms compiled", f"{p['wall_ms']:.0f} ms plain",
-                    _ratio(c["wall_ms"], p["wall_ms"]), f"{p['wall_ms'] - c['wall_ms']:.0f} ms saved"))
-        out.append(("  of which imports / the invocation", f"{c['import_ms']:.0f} / {c['invoke_ms']:.0f} ms",
-                    f"{p['import_ms']:.0f} / {p['invoke_ms']:.0f} ms", "", ""))
-        out.append(("  CPU time of the process until then (user + sys)", f"{c['cpu_ms']:.0f} ms",
-                    f"{p['cpu_ms']:.0f} ms", _ratio(c["cpu_ms"], p["cpu_ms"]), ""))
-        out.append(("  peak memory (VmHWM), python3.12", f"{c['maxrss_mb']:.0f} MB", f"{p['maxrss_mb']:.0f} MB",
-                    "", f"< 128 MB {'ok' if max(c['maxrss_mb_max'], p['maxrss_mb_max']) < 100 else 'TIGHT'}"))
-        out.append(("Artifact size (sam build output, as shipped)", art["size"]["built"],
-                    f"{art['size']['plain']} without .pyc", "", f"{art['shipped_pyc']} .pyc shipped"))
+        out.append(
+            (
+                f"Built artifact, python3.12 cold start: no bytecode vs compiled (median of {p['runs']})",
+                f"{c['wall_ms']:.0f} ms compiled",
+                f"{p['wall_ms']:.0f} ms plain",
+                _ratio(c["wall_ms"], p["wall_ms"]),
+                f"{p['wall_ms'] - c['wall_ms']:.0f} ms saved",
+            )
+        )
+        out.append(
+            (
+                "  of which imports / the invocation",
+                f"{c['import_ms']:.0f} / {c['invoke_ms']:.0f} ms",
+                f"{p['import_ms']:.0f} / {p['invoke_ms']:.0f} ms",
+                "",
+                "",
+            )
+        )
+        out.append(
+            (
+                "  CPU time of the process until then (user + sys)",
+                f"{c['cpu_ms']:.0f} ms",
+                f"{p['cpu_ms']:.0f} ms",
+                _ratio(c["cpu_ms"], p["cpu_ms"]),
+                "",
+            )
+        )
+        out.append(
+            (
+                "  peak memory (VmHWM), python3.12",
+                f"{c['maxrss_mb']:.0f} MB",
+                f"{p['maxrss_mb']:.0f} MB",
+                "",
+                f"< 128 MB {'ok' if max(c['maxrss_mb_max'], p['maxrss_mb_max']) < 100 else 'TIGHT'}",
+            )
+        )
+        out.append(
+            (
+                "Artifact size (sam build output, as shipped)",
+                art["size"]["built"],
+                f"{art['size']['plain']} without .pyc",
+                "",
+                f"{art['shipped_pyc']} .pyc shipped",
+            )
+        )
     elif build is not None and not build["ok"]:
         out.append(("Built artifact", "skipped: sam build failed", build["line"][:60], "", ""))
     sc = results.get("scale")
     if sc:
         one, many = sc["one_record"], sc["many_records"]
         same = one["aws"] == many["aws"]
-        out.append((f"Scale: warm invocation, {sc['records']['many_records']:,} vs {sc['records']['one_record']:,} "
-                    f"outcome records in the account (median of {one['n']})", f"{many['median_ms']:.1f} ms",
-                    f"{one['median_ms']:.1f} ms", _ratio(many["median_ms"], one["median_ms"]),
-                    "requests " + ("identical" if same else "DIFFER")))
+        out.append(
+            (
+                f"Scale: warm invocation, {sc['records']['many_records']:,} vs {sc['records']['one_record']:,} "
+                f"outcome records in the account (median of {one['n']})",
+                f"{many['median_ms']:.1f} ms",
+                f"{one['median_ms']:.1f} ms",
+                _ratio(many["median_ms"], one["median_ms"]),
+                "requests " + ("identical" if same else "DIFFER"),
+            )
+        )
         out.append(("  AWS requests per invocation", _aws(many["aws"]), _aws(one["aws"]), "", ""))
     ac = results.get("accounts")
     if ac:
         k = ac["accounts"]
-        for key, title in (("exchange_latency", "100 ms on each exchange request"),
-                           ("all_latency", "100 ms on each exchange and AWS request")):
+        for key, title in (
+            ("exchange_latency", "100 ms on each exchange request"),
+            ("all_latency", "100 ms on each exchange and AWS request"),
+        ):
             many, one = ac[key]["many"], ac[key]["one"]
-            out.append((f"{k} accounts vs 1, warm, {title} (median of {one['n']})",
-                        f"{many['median_ms']:.0f} ms", f"{one['median_ms']:.0f} ms",
-                        _ratio(many["median_ms"], one["median_ms"]), f"not {k}x"))
+            out.append(
+                (
+                    f"{k} accounts vs 1, warm, {title} (median of {one['n']})",
+                    f"{many['median_ms']:.0f} ms",
+                    f"{one['median_ms']:.0f} ms",
+                    _ratio(many["median_ms"], one["median_ms"]),
+                    f"not {k}x",
+                )
+            )
             added_many = many["median_ms"] - ac["no_latency"]["many"]["median_ms"]
             added_one = one["median_ms"] - ac["no_latency"]["one"]["median_ms"]
-            out.append(("  time the latency added (vs the same run without it)", f"+{added_many:.0f} ms",
-                        f"+{added_one:.0f} ms", "", f"one after another: +{k * added_one:.0f} ms"))
+            out.append(
+                (
+                    "  time the latency added (vs the same run without it)",
+                    f"+{added_many:.0f} ms",
+                    f"+{added_one:.0f} ms",
+                    "",
+                    f"one after another: +{k * added_one:.0f} ms",
+                )
+            )
         none = ac["no_latency"]
-        out.append(("  no added latency (moto's own time per request bounds it)",
-                    f"{none['many']['median_ms']:.0f} ms", f"{none['one']['median_ms']:.0f} ms",
-                    _ratio(none["many"]["median_ms"], none["one"]["median_ms"]), ""))
-        out.append((f"  AWS requests, {k} accounts vs 1", _aws(ac["exchange_latency"]["many"]["aws"]),
-                    _aws(ac["exchange_latency"]["one"]["aws"]), "", ""))
+        out.append(
+            (
+                "  no added latency (moto's own time per request bounds it)",
+                f"{none['many']['median_ms']:.0f} ms",
+                f"{none['one']['median_ms']:.0f} ms",
+                _ratio(none["many"]["median_ms"], none["one"]["median_ms"]),
+                "",
+            )
+        )
+        out.append(
+            (
+                f"  AWS requests, {k} accounts vs 1",
+                _aws(ac["exchange_latency"]["many"]["aws"]),
+                _aws(ac["exchange_latency"]["one"]["aws"]),
+                "",
+                "",
+            )
+        )
     return out
 
 

@@ -36,9 +36,7 @@ from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowS
 
 logger = Logger(service=SERVICE, child=True)
 
-Status = Literal[
-    "collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "nothing_to_collect", "failed"
-]
+Status = Literal["collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "nothing_to_collect", "failed"]
 
 #: Time kept back at the end of an invocation to write the outcome record.
 OUTCOME_RESERVE_MS = 1_500
@@ -254,9 +252,7 @@ class Collector:
             self._back_off(outcome, result)  # no later invocation may call through it
         outcome.note = f"balances after the collection unavailable: HTTP {result.http_status} {result.message}"
 
-    def _check_balances(
-        self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]
-    ) -> bool:
+    def _check_balances(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> bool:
         """Read the futures balances first (weight 20); False when the collection must not be sent."""
         state = self._store.read(outcome.account)
         invocation = outcome.invocation
@@ -372,8 +368,11 @@ class Collector:
         """After -2015/-1022 the key may just have been rotated: read the secret again, bypassing the cache."""
         fresh = self._credentials.load(force_fetch=True)
         if fresh is current or (fresh.api_key == current.api_key and fresh.fingerprint == current.fingerprint):
-            raise _failure(result, "; the secret was re-read and has not changed: check the key, its permissions "
-                                   "and IP whitelist, or put the new key in the secret")
+            raise _failure(
+                result,
+                "; the secret was re-read and has not changed: check the key, its permissions "
+                "and IP whitelist, or put the new key in the secret",
+            )
         logger.warning("the exchange refused the key and the secret has changed: retrying once with the new key")
         return fresh
 
@@ -437,9 +436,7 @@ def _balances_item(balances: dict[str, FuturesBalance] | None) -> dict[str, dict
 
 def collectable(balances: dict[str, FuturesBalance]) -> bool:
     """Whether a collection would move anything: a positive UM or CM wallet balance in an asset other than BNB."""
-    return any(
-        balance.um > 0 or balance.cm > 0 for asset, balance in balances.items() if asset not in NEVER_COLLECTED
-    )
+    return any(balance.um > 0 or balance.cm > 0 for asset, balance in balances.items() if asset not in NEVER_COLLECTED)
 
 
 def _iso(epoch_ms: int) -> str:

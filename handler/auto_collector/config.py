@@ -59,19 +59,14 @@ class Settings:
             table_name=_required(env, "TABLE_NAME"),
             accounts=_accounts(env),
             base_url=_base_url(env.get("BINANCE_BASE_URL", cls.base_url)),
-            max_calls_per_hour=_integer(
-                env, "MAX_CALLS_PER_HOUR", cls.max_calls_per_hour, 1, EXCHANGE_HOURLY_LIMIT
-            ),
+            max_calls_per_hour=_integer(env, "MAX_CALLS_PER_HOUR", cls.max_calls_per_hour, 1, EXCHANGE_HOURLY_LIMIT),
             recv_window_ms=_integer(env, "RECV_WINDOW_MS", cls.recv_window_ms, 1, MAX_RECV_WINDOW_MS),
-            outcome_retention_days=_integer(
-                env, "OUTCOME_RETENTION_DAYS", cls.outcome_retention_days, 1, 3650
-            ),
+            outcome_retention_days=_integer(env, "OUTCOME_RETENTION_DAYS", cls.outcome_retention_days, 1, 3650),
             max_attempts=_integer(env, "MAX_ATTEMPTS", cls.max_attempts, 1, 10),
             http_timeout_s=float(_integer(env, "HTTP_TIMEOUT_SECONDS", int(cls.http_timeout_s), 1, 60)),
             secret_max_age_s=_integer(env, "SECRET_MAX_AGE_SECONDS", cls.secret_max_age_s, 0, 86_400),
             balance_check=_balance_check(env.get("BALANCE_CHECK", "")),
         )
-
 
     @property
     def labels(self) -> list[str]:

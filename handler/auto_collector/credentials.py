@@ -104,9 +104,7 @@ def _pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
             raise SecretError(
                 f"secret {secret_id!r}: 'privateKey' is not encrypted, remove 'privateKeyPassphrase'"
             ) from None
-        raise SecretError(
-            f"secret {secret_id!r}: 'privateKey' is encrypted; add 'privateKeyPassphrase'"
-        ) from None
+        raise SecretError(f"secret {secret_id!r}: 'privateKey' is encrypted; add 'privateKeyPassphrase'") from None
     except ValueError:
         raise SecretError(
             f"secret {secret_id!r}: 'privateKey' could not be read (corrupt PEM, unsupported format "

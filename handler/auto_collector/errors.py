@@ -71,9 +71,7 @@ class ExchangeRateLimitedError(ExchangeError):
 
     kind = "exchange_rate_limited"
 
-    def __init__(
-        self, message: str, *, http_status: int, code: int | None, retry_after_s: int | None
-    ) -> None:
+    def __init__(self, message: str, *, http_status: int, code: int | None, retry_after_s: int | None) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message, http_status=http_status, code=code)
 

@@ -139,8 +139,9 @@ def parse_balances(body: object) -> dict[str, FuturesBalance]:
     if not isinstance(body, list):
         raise TypeError("balance response is not a list")
     return {
-        str(row["asset"]): FuturesBalance(Decimal(str(row.get("umWalletBalance", "0"))),
-                                          Decimal(str(row.get("cmWalletBalance", "0"))))
+        str(row["asset"]): FuturesBalance(
+            Decimal(str(row.get("umWalletBalance", "0"))), Decimal(str(row.get("cmWalletBalance", "0")))
+        )
         for row in body
     }
 

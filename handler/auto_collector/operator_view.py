@@ -239,8 +239,7 @@ def account_status(
     # Outcomes are keyed by their start: one that started up to an invocation's length before the day began
     # may hold a reservation made within it.
     recent = [
-        OutcomeLine.from_record(r)
-        for r in store.outcomes(account, since_iso=iso(now_ms - DAY_MS - MAX_INVOCATION_MS))
+        OutcomeLine.from_record(r) for r in store.outcomes(account, since_iso=iso(now_ms - DAY_MS - MAX_INVOCATION_MS))
     ]
     limit, source = _limit(item, newest, limits)
     policy = WindowPolicy(limit, limits.recv_window_ms)
@@ -355,10 +354,7 @@ def _account_text(account: AccountStatus, now: int) -> list[str]:
     if account.failures:
         lines += ["", "  failures in the last day:"]
         lines += _table(
-            [
-                [when(o.started_ms, now), o.trigger, _result(o), _error_text(o.error or {})]
-                for o in account.failures
-            ],
+            [[when(o.started_ms, now), o.trigger, _result(o), _error_text(o.error or {})] for o in account.failures],
             indent="    ",
         )
     if account.crash_traces:
@@ -413,8 +409,7 @@ def _clip(text: str) -> str:
 def _table(rows: list[list[str]], indent: str) -> list[str]:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return [
-        indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+        indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
 
 
@@ -565,15 +560,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--table", help="the collector's DynamoDB table (default: $TABLE_NAME)")
     show.add_argument(
-        "--account", action="append", metavar="LABEL",
+        "--account",
+        action="append",
+        metavar="LABEL",
         help="an account label; repeat for several (default: every account in the table's registry)",
     )
     show.add_argument(
-        "--last", type=_bounded(0, 1000), default=DEFAULT_LAST, metavar="N",
+        "--last",
+        type=_bounded(0, 1000),
+        default=DEFAULT_LAST,
+        metavar="N",
         help=f"how many recent outcomes to show per account (default {DEFAULT_LAST})",
     )
     show.add_argument(
-        "--limit", type=_bounded(1, EXCHANGE_HOURLY_LIMIT), metavar="CALLS",
+        "--limit",
+        type=_bounded(1, EXCHANGE_HOURLY_LIMIT),
+        metavar="CALLS",
         help="calls per hour to assume when the table records none (default: $MAX_CALLS_PER_HOUR, else 500)",
     )
     show.add_argument("--json", action="store_true", help="machine-readable output with stable keys")
@@ -645,8 +647,10 @@ def explain(error: CollectorError, table: str, client: DynamoDBClient | None) ->
     if client is not None:
         where = f" (region {client.meta.region_name}, endpoint {client.meta.endpoint_url})"
     if isinstance(cause, NoCredentialsError | PartialCredentialsError):
-        return ("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                "(after `aws sso login` for SSO profiles)")
+        return (
+            "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(after `aws sso login` for SSO profiles)"
+        )
     if isinstance(cause, NoRegionError):
         return "no AWS region configured: set AWS_REGION (or a region in your AWS profile)"
     if isinstance(cause, ProfileNotFound):

@@ -141,9 +141,7 @@ class WindowStore:
         except (ClientError, BotoCoreError) as error:
             raise WindowStoreError(f"could not write the outcome to table {self._table!r}: {error}") from error
 
-    def _try_write(
-        self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int
-    ) -> WindowState | None:
+    def _try_write(self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int) -> WindowState | None:
         """Apply `grant` if the stored item is still `state` and not blocked; otherwise return the stored state."""
         names = {"#seq": "seq", "#slot": _slot_attribute(grant.slot)}
         values: dict[str, Any] = {
@@ -154,16 +152,22 @@ class WindowStore:
             ":now": {"N": str(now_ms)},
         }
         assignments = [
-            "#seq = :next", "lastTimestampMs = :ts", "lastExpiryMs = :expiry", "#slot = :expiry",
-            "windowLimit = :limit", "updatedAtMs = :now",
+            "#seq = :next",
+            "lastTimestampMs = :ts",
+            "lastExpiryMs = :expiry",
+            "#slot = :expiry",
+            "windowLimit = :limit",
+            "updatedAtMs = :now",
         ]
         after_events = grant.state_after.events
         for index, event_id in enumerate(sorted(set(after_events) - set(state.events))):
             names[f"#new{index}"] = _EVENT_PREFIX + event_id
-            values[f":new{index}"] = {"M": {
-                "invocationId": {"S": after_events[event_id][0]},
-                "atMs": {"N": str(after_events[event_id][1])},
-            }}
+            values[f":new{index}"] = {
+                "M": {
+                    "invocationId": {"S": after_events[event_id][0]},
+                    "atMs": {"N": str(after_events[event_id][1])},
+                }
+            }
             assignments.append(f"#new{index} = :new{index}")
         removals = []
         for index, event_id in enumerate(sorted(set(state.events) - set(after_events))):
@@ -247,9 +251,7 @@ def _state_from_item(item: Mapping[str, Any] | None) -> WindowState:
     if not item:
         return WindowState()
     expiries = {
-        slot: int(item[_slot_attribute(slot)]["N"])
-        for slot in range(RING_SIZE)
-        if _slot_attribute(slot) in item
+        slot: int(item[_slot_attribute(slot)]["N"]) for slot in range(RING_SIZE) if _slot_attribute(slot) in item
     }
     events = {
         name.removeprefix(_EVENT_PREFIX): (value["M"]["invocationId"]["S"], int(value["M"]["atMs"]["N"]))
@@ -289,7 +291,7 @@ def _to_attribute_map(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def from_attribute(value: Mapping[str, Any]) -> Any:
     """Plain Python value of a DynamoDB attribute (used by readers of outcome records)."""
-    (kind, raw), = value.items()
+    ((kind, raw),) = value.items()
     if kind == "N":
         number = float(raw)
         return int(number) if number.is_integer() and "." not in raw else number

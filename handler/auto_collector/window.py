@@ -99,9 +99,7 @@ class WindowPolicy:
         if not 1 <= self.limit <= RING_SIZE:
             raise ValueError(f"limit must be within 1..{RING_SIZE}")
 
-    def decide(
-        self, state: WindowState, now_ms: int, event_id: str | None = None, invocation_id: str = ""
-    ) -> Decision:
+    def decide(self, state: WindowState, now_ms: int, event_id: str | None = None, invocation_id: str = "") -> Decision:
         """Whether a request may be sent now, for this invocation and (scheduled) event."""
         if state.blocked_until_ms > now_ms:
             return BackingOff(state.blocked_until_ms, state.blocked_reason)

@@ -101,9 +101,7 @@ def test_balance_check_off_sends_no_balance_request(deployment: Deployment) -> N
 
 def test_skip_when_empty_skips_an_account_holding_only_bnb(deployment: Deployment) -> None:
     deployment.set_env(BALANCE_CHECK="skip-when-empty")
-    deployment.exchange.set_balances(
-        "default", {"BNB": {"umWalletBalance": "2.5"}, "USDT": {"crossMarginFree": "100"}}
-    )
+    deployment.exchange.set_balances("default", {"BNB": {"umWalletBalance": "2.5"}, "USDT": {"crossMarginFree": "100"}})
     result = deployment.invoke({})
     assert result["status"] == "nothing_to_collect"
     assert deployment.exchange.requests(COLLECT) == []
@@ -118,8 +116,11 @@ def test_skip_when_empty_collects_and_records_what_moved(deployment: Deployment)
     deployment.set_env(BALANCE_CHECK="skip-when-empty")
     deployment.exchange.set_balances(
         "default",
-        {"USDT": {"umWalletBalance": "120.5", "cmWalletBalance": "0"}, "BTC": {"cmWalletBalance": "0.01"},
-         "BNB": {"umWalletBalance": "1"}},
+        {
+            "USDT": {"umWalletBalance": "120.5", "cmWalletBalance": "0"},
+            "BTC": {"cmWalletBalance": "0.01"},
+            "BNB": {"umWalletBalance": "1"},
+        },
     )
     assert deployment.invoke({})["status"] == "collected"
     (record,) = deployment.outcomes()
@@ -171,4 +172,3 @@ def test_a_429_on_the_balance_read_after_collecting_still_backs_off(deployment: 
     assert deployment.invoke({})["status"] == "collected"  # the collection itself succeeded
     assert deployment.invoke({})["status"] == "backing_off"
     assert len(deployment.exchange.requests(COLLECT)) == 1
-

@@ -180,9 +180,7 @@ SCAN = LeakScan()
 
 
 @pytest.fixture
-def rig(
-    deployment: Deployment, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
-) -> Iterator[Rig]:
+def rig(deployment: Deployment, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Iterator[Rig]:
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="aws_lambda_powertools")
     with FaultProxy(deployment.secrets.meta.endpoint_url) as secrets_proxy:
@@ -289,23 +287,97 @@ CASES = [
     Case("timeout", timeout, ("retryable", "success"), executed=2, next="collects", check=check_timeout),
     Case("dropped-connection", inject(Fault(drop=True)), ("retryable", "success"), executed=1, next="collects"),
     Case("response-cut-off", response_cut_off, ("retryable", "success"), 2, "collects", check=check_cut_off),
-    Case("429-retry-after", inject(Fault(status=429, retry_after=30)), ("rate_limited",), 0, "backs_off",
-         ExchangeRateLimitedError, 429, -1003, block_s=30, retry_after=30),
-    Case("418-retry-after", inject(Fault(status=418, retry_after=7200)), ("rate_limited",), 0, "backs_off",
-         ExchangeRateLimitedError, 418, -1003, block_s=7200, retry_after=7200),
-    Case("1003-without-retry-after", inject(Fault(status=429, code=-1003)), ("rate_limited",), 0, "backs_off",
-         ExchangeRateLimitedError, 429, -1003, block_s=60),  # DEFAULT_RATE_LIMIT_S
+    Case(
+        "429-retry-after",
+        inject(Fault(status=429, retry_after=30)),
+        ("rate_limited",),
+        0,
+        "backs_off",
+        ExchangeRateLimitedError,
+        429,
+        -1003,
+        block_s=30,
+        retry_after=30,
+    ),
+    Case(
+        "418-retry-after",
+        inject(Fault(status=418, retry_after=7200)),
+        ("rate_limited",),
+        0,
+        "backs_off",
+        ExchangeRateLimitedError,
+        418,
+        -1003,
+        block_s=7200,
+        retry_after=7200,
+    ),
+    Case(
+        "1003-without-retry-after",
+        inject(Fault(status=429, code=-1003)),
+        ("rate_limited",),
+        0,
+        "backs_off",
+        ExchangeRateLimitedError,
+        429,
+        -1003,
+        block_s=60,
+    ),  # DEFAULT_RATE_LIMIT_S
     Case("1021-clock-drift", clock_drift, ("clock_skew", "success"), executed=1, next="collects", check=check_drift),
-    Case("1021-persistent", inject(Fault(status=400, code=-1021, count=2)), ("clock_skew", "clock_skew"), 0,
-         "collects", ExchangeRejectedError, 400, -1021, check=check_persistent_skew),
-    Case("1022-wrong-secret", wrong_hmac_secret, ("rejected",), 0, "fails_again",
-         ExchangeRejectedError, 400, -1022, secret_reads=2, check=check_key_refused),
-    Case("2015-unknown-key", unknown_api_key, ("rejected",), 0, "fails_again",
-         ExchangeRejectedError, 401, -2015, secret_reads=2, check=check_key_refused),
-    Case("21001-not-portfolio-margin", inject(Fault(status=400, code=-21001)), ("rejected",), 0, "collects",
-         ExchangeRejectedError, 400, -21001),
-    Case("451-restricted-location", inject(Fault(status=451)), ("rejected",), 0, "collects",
-         ExchangeRejectedError, 451, 0),
+    Case(
+        "1021-persistent",
+        inject(Fault(status=400, code=-1021, count=2)),
+        ("clock_skew", "clock_skew"),
+        0,
+        "collects",
+        ExchangeRejectedError,
+        400,
+        -1021,
+        check=check_persistent_skew,
+    ),
+    Case(
+        "1022-wrong-secret",
+        wrong_hmac_secret,
+        ("rejected",),
+        0,
+        "fails_again",
+        ExchangeRejectedError,
+        400,
+        -1022,
+        secret_reads=2,
+        check=check_key_refused,
+    ),
+    Case(
+        "2015-unknown-key",
+        unknown_api_key,
+        ("rejected",),
+        0,
+        "fails_again",
+        ExchangeRejectedError,
+        401,
+        -2015,
+        secret_reads=2,
+        check=check_key_refused,
+    ),
+    Case(
+        "21001-not-portfolio-margin",
+        inject(Fault(status=400, code=-21001)),
+        ("rejected",),
+        0,
+        "collects",
+        ExchangeRejectedError,
+        400,
+        -21001,
+    ),
+    Case(
+        "451-restricted-location",
+        inject(Fault(status=451)),
+        ("rejected",),
+        0,
+        "collects",
+        ExchangeRejectedError,
+        451,
+        0,
+    ),
 ]
 
 
@@ -510,15 +582,12 @@ def test_the_same_sqs_message_delivered_twice_collects_once(rig: Rig) -> None:
 # --- crash safety ----------------------------------------------------------------------------------------
 
 
-
 def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(rig: Rig) -> None:
     rig.deployment.set_env(MAX_CALLS_PER_HOUR="2")
     rig.exchange.inject(Fault(delay_s=30))  # the answer never comes before the kill
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
-    process = context.Process(
-        target=invoke_repeatedly, args=(worker_environment(), 1, start, results)
-    )
+    process = context.Process(target=invoke_repeatedly, args=(worker_environment(), 1, start, results))
     process.start()
     start.set()
     deadline = time.monotonic() + 60
@@ -595,9 +664,7 @@ def test_dynamodb_throttling_is_retried_and_the_invocation_still_collects(
     assert rig.record()["reservations"] == [0]
 
 
-def test_dynamodb_throttling_that_outlasts_the_retries_sends_nothing(
-    rig: Rig, throttling_dynamodb: FaultProxy
-) -> None:
+def test_dynamodb_throttling_that_outlasts_the_retries_sends_nothing(rig: Rig, throttling_dynamodb: FaultProxy) -> None:
     throttling_dynamodb.fail_next(5)  # the reservation's 3 attempts, then 2 of the outcome write's
 
     result = rig.run({})

@@ -269,8 +269,10 @@ def test_http_timeout_is_bounded_by_the_remaining_time(deployment: Deployment) -
     [
         ("{not json", "is not valid JSON"),
         ('{"apiSecret": "x"}', "has no 'apiKey'"),
-        ('{"apiKey": "k", "privateKey": "-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----"}',
-         "'privateKey' could not be read"),
+        (
+            '{"apiKey": "k", "privateKey": "-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----"}',
+            "'privateKey' could not be read",
+        ),
     ],
     ids=["not-json", "no-api-key", "unreadable-pem"],
 )

@@ -107,9 +107,24 @@ def test_status_json_reports_window_back_off_outcomes_and_failures(
     assert last[3]["nextSlotAt"] == iso(first_signed + 3_606_000)
     assert all(isinstance(o["latencyMs"], int) and o["latencyMs"] >= 0 for o in last)
     assert set(last[0]) == {
-        "startedAt", "trigger", "status", "dryRun", "attempts", "httpStatus", "exchangeCode", "latencyMs",
-        "durationMs", "windowUsed", "windowLimit", "nextSlotAt", "blockedUntil", "moved", "note", "error",
-        "invocationId", "reservations",
+        "startedAt",
+        "trigger",
+        "status",
+        "dryRun",
+        "attempts",
+        "httpStatus",
+        "exchangeCode",
+        "latencyMs",
+        "durationMs",
+        "windowUsed",
+        "windowLimit",
+        "nextSlotAt",
+        "blockedUntil",
+        "moved",
+        "note",
+        "error",
+        "invocationId",
+        "reservations",
     }
 
     failures = account["failuresLastDay"]
@@ -256,11 +271,20 @@ def test_several_accounts_are_listed_from_the_registry(
     for label in ("fund-b", "fund-a"):
         store.reserve(label, policy, now_ms, lambda: 60_000)
     started = iso(now_ms())
-    store.put_outcome({
-        "pk": "ACCOUNT#fund-a", "sk": f"OUTCOME#{started}#inv-1", "status": "collected", "trigger": "schedule",
-        "startedAt": started, "httpStatus": 200, "reservations": [0], "attemptLog": [{"latencyMs": 42}],
-        "moved": {"USDT": "1250.5", "BTC": "0.02"}, "windowLimit": 500,
-    })
+    store.put_outcome(
+        {
+            "pk": "ACCOUNT#fund-a",
+            "sk": f"OUTCOME#{started}#inv-1",
+            "status": "collected",
+            "trigger": "schedule",
+            "startedAt": started,
+            "httpStatus": 200,
+            "reservations": [0],
+            "attemptLog": [{"latencyMs": 42}],
+            "moved": {"USDT": "1250.5", "BTC": "0.02"},
+            "windowLimit": 500,
+        }
+    )
 
     code, report = status_json(capsys)
     assert code == 0  # fund-b's reservation is too young to call a crash
@@ -276,10 +300,17 @@ def test_several_accounts_are_listed_from_the_registry(
 def test_failures_older_than_a_day_no_longer_alert(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
     invoke(deployment, {})
     two_days_ago = iso(now_ms() - 2 * 86_400_000)
-    WindowStore(deployment.dynamodb, deployment.table).put_outcome({
-        "pk": "ACCOUNT#default", "sk": f"OUTCOME#{two_days_ago}#old", "status": "failed", "trigger": "schedule",
-        "startedAt": two_days_ago, "reservations": [], "error": {"type": "exchange_unavailable", "message": "HTTP 503"},
-    })
+    WindowStore(deployment.dynamodb, deployment.table).put_outcome(
+        {
+            "pk": "ACCOUNT#default",
+            "sk": f"OUTCOME#{two_days_ago}#old",
+            "status": "failed",
+            "trigger": "schedule",
+            "startedAt": two_days_ago,
+            "reservations": [],
+            "error": {"type": "exchange_unavailable", "message": "HTTP 503"},
+        }
+    )
     code, report = status_json(capsys)
     assert code == 0
     account = report["accounts"][0]
@@ -310,8 +341,12 @@ def test_missing_credentials_are_explained(
     deployment: Deployment, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     for name in (
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
     ):
         deployment.monkeypatch.delenv(name, raising=False)
     deployment.set_env(
@@ -358,7 +393,12 @@ def test_python_dash_m_in_a_subprocess(busy: Deployment, moto_endpoint: str) -> 
     env.update(PYTHONPATH=str(REPO / "handler"), AWS_ENDPOINT_URL=moto_endpoint, TABLE_NAME=busy.table)
     completed = subprocess.run(
         [sys.executable, "-m", "auto_collector", "status", "--json"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert completed.returncode == 1, completed.stderr
     report = json.loads(completed.stdout)
@@ -369,7 +409,12 @@ def test_python_dash_m_in_a_subprocess(busy: Deployment, moto_endpoint: str) -> 
 
     env.pop("TABLE_NAME")
     completed = subprocess.run(
-        [sys.executable, "-m", "auto_collector"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "auto_collector"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert completed.returncode == 2 and "no table given" in completed.stderr and completed.stdout == ""
@@ -380,8 +425,15 @@ def test_python_dash_m_in_a_subprocess(busy: Deployment, moto_endpoint: str) -> 
 
 @pytest.mark.parametrize(
     ("delta_ms", "text"),
-    [(0, "now"), (-999, "now"), (45_000, "in 45 s"), (-180_000, "3 min ago"), (720_000, "in 12 min"),
-     (-7_500_000, "2 h 5 min ago"), (3 * 86_400_000, "in 3 d")],
+    [
+        (0, "now"),
+        (-999, "now"),
+        (45_000, "in 45 s"),
+        (-180_000, "3 min ago"),
+        (720_000, "in 12 min"),
+        (-7_500_000, "2 h 5 min ago"),
+        (3 * 86_400_000, "in 3 d"),
+    ],
 )
 def test_relative_times(delta_ms: int, text: str) -> None:
     assert relative(1_800_000_000_000 + delta_ms, 1_800_000_000_000) == text

@@ -214,8 +214,17 @@ def test_soak(
         workers = [
             context.Process(
                 target=soak_worker,
-                args=(environment, origin_ns, scale, HOST_SKEWS_MS[i % len(HOST_SKEWS_MS)], shares[i],
-                      seed * 100 + i, str(logs[i]), start, results),
+                args=(
+                    environment,
+                    origin_ns,
+                    scale,
+                    HOST_SKEWS_MS[i % len(HOST_SKEWS_MS)],
+                    shares[i],
+                    seed * 100 + i,
+                    str(logs[i]),
+                    start,
+                    results,
+                ),
             )
             for i in range(processes)
         ]

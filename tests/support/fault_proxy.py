@@ -141,8 +141,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             target = self.headers.get("X-Amz-Target", "")
             failure = proxy._injected(target)
             if failure is not None:
-                self._answer(failure.status, [("Content-Type", "application/x-amz-json-1.0")],
-                             json.dumps(failure.body).encode())
+                self._answer(
+                    failure.status, [("Content-Type", "application/x-amz-json-1.0")], json.dumps(failure.body).encode()
+                )
                 return
             headers = {name: value for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED}
             status, response_headers, response_body = proxy._forward(method, self.path, headers, body)

@@ -589,8 +589,6 @@ def _python312(env: dict[str, str]) -> str:
     return probe.stdout.strip()
 
 
-
-
 _INVOKE = textwrap.dedent(
     """
     import json, sys, uuid
@@ -674,8 +672,16 @@ def test_the_built_artifact_collects_against_the_local_emulators(
 ) -> None:
     """The packaged function, alone in a fresh interpreter, runs the real job: moto's server, the emulator."""
     passed = (
-        "SECRET_ID", "TABLE_NAME", "BINANCE_BASE_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION", "POWERTOOLS_TRACE_DISABLED",
+        "SECRET_ID",
+        "TABLE_NAME",
+        "BINANCE_BASE_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "POWERTOOLS_TRACE_DISABLED",
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", **{k: os.environ[k] for k in passed}}
     event = (REPO / "events" / event_file).read_text()

@@ -13,9 +13,7 @@ API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
 
 
 def pem(key: object, passphrase: bytes | None = None) -> str:
-    encryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    )
+    encryption = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     ).decode()
@@ -36,8 +34,11 @@ def test_ed25519_and_rsa_keys_are_detected_from_the_pem() -> None:
 
 
 def test_passphrase_protected_pem() -> None:
-    value = {"apiKey": API_KEY, "privateKey": pem(Ed25519PrivateKey.generate(), b"correct horse"),
-             "privateKeyPassphrase": "correct horse"}
+    value = {
+        "apiKey": API_KEY,
+        "privateKey": pem(Ed25519PrivateKey.generate(), b"correct horse"),
+        "privateKeyPassphrase": "correct horse",
+    }
     assert parse_secret(json.dumps(value), SECRET_ID).key_type == "ed25519"
 
 
@@ -59,13 +60,19 @@ ENCRYPTED = pem(Ed25519PrivateKey.generate(), b"correct horse")
         (json.dumps({"apiKey": API_KEY, "privateKey": "MC4CAQAwBQYDK2VwBCIEI"}), "is not a PEM block"),
         (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE.replace("M", "A", 3)}), "could not be read"),
         (json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED}), "is encrypted; add 'privateKeyPassphrase'"),
-        (json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED, "privateKeyPassphrase": "wrong"}),
-         "could not be read"),
+        (
+            json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED, "privateKeyPassphrase": "wrong"}),
+            "could not be read",
+        ),
         (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE, "privateKeyPassphrase": "p"}), "is not encrypted"),
-        (json.dumps({"apiKey": API_KEY, "privateKey": pem(ec.generate_private_key(ec.SECP256R1()))}),
-         "Binance accepts Ed25519 or RSA keys"),
-        (json.dumps({"apiKey": API_KEY, "privateKey": pem(rsa.generate_private_key(65537, 1024))}),
-         "RSA key is 1024 bits"),
+        (
+            json.dumps({"apiKey": API_KEY, "privateKey": pem(ec.generate_private_key(ec.SECP256R1()))}),
+            "Binance accepts Ed25519 or RSA keys",
+        ),
+        (
+            json.dumps({"apiKey": API_KEY, "privateKey": pem(rsa.generate_private_key(65537, 1024))}),
+            "RSA key is 1024 bits",
+        ),
     ],
 )
 def test_bad_secrets_give_specific_errors_without_the_content(value: str, message: str) -> None:

@@ -52,4 +52,3 @@ def test_signers_never_show_key_material() -> None:
         assert PUBLISHED_SECRET not in repr(signer)
         assert pem.decode() not in repr(signer)
         assert "hidden" in repr(signer)
-
