@@ -3,21 +3,22 @@
 Order of work, and why:
 1. credentials first: a bad secret must fail before a window slot is spent;
 2. one window reservation per HTTP attempt, made before sending: the exchange counts attempts;
-3. retries only where they can help (5XX, timeouts, dropped connections: the collection is safe to
-   repeat), one clock resync on -1021, never on a refused key or signature, never through a 429/418;
-4. no attempt starts that could not finish before the deadline with time left to record the outcome.
+3. IP weight for every signed request, reserved in the deployment's IP-weight window after the account
+   window says it could send and before its slot is taken (admission.py); deferred when none frees soon;
+4. retries only where they can help (attempts.py);
+5. no attempt starts that could not finish before the deadline with time left to record the outcome.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 from aws_lambda_powertools import Logger
 
+from .admission import NO_TURN, Deferred, IpWeightGate, Turn
+from .attempts import Tried, after_attempt
 from .config import Settings
 from .credentials import ApiCredentials
 from .errors import (
@@ -27,133 +28,27 @@ from .errors import (
     ExchangeRateLimitedError,
     ExchangeRejectedError,
     ExchangeUnavailableError,
+    WindowStoreError,
 )
 from .events import Invocation
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .ip_window import ADMISSION_SLACK_MS, BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
 from .observability import SERVICE
-from .store import WindowStore, account_key
-from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowState
+from .outcome import NEVER_COLLECTED, AttemptRecord, Outcome
+from .store import WindowStore
+from .window import BackingOff, Decision, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
 logger = Logger(service=SERVICE, child=True)
-
-Status = Literal["collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "nothing_to_collect", "failed"]
 
 #: Time kept back at the end of an invocation to write the outcome record.
 OUTCOME_RESERVE_MS = 1_500
 #: An attempt is not started with less HTTP time than this.
 MIN_HTTP_TIMEOUT_MS = 1_000
-#: Auto-collection never moves BNB.
-NEVER_COLLECTED = frozenset({"BNB"})
-#: -2015 invalid key/IP/permissions, -1022 bad signature: what a rotated key looks like from here.
-KEY_REFUSED_CODES = frozenset({-2015, -1022})
 #: Back-off when a 429/418 comes without Retry-After (a 418 ban lasts at least 2 minutes).
 DEFAULT_RATE_LIMIT_S = 60
 DEFAULT_BAN_S = 300
 #: Pause before retrying a 5XX/timeout, doubled each time (bounded by the deadline).
 RETRY_BACKOFF_MS = 250
-
-
-@dataclass
-class AttemptRecord:
-    sequence: int
-    timestamp_ms: int
-    result: AttemptResult
-
-    def to_item(self) -> dict[str, Any]:
-        return {
-            "reservation": self.sequence,
-            "timestampMs": self.timestamp_ms,
-            "verdict": self.result.verdict,
-            "httpStatus": self.result.http_status,
-            "code": self.result.code,
-            "message": self.result.message,
-            "latencyMs": self.result.latency_ms,
-            "usedWeight1m": self.result.used_weight_1m,
-            "retryAfterSeconds": self.result.retry_after_s,
-        }
-
-
-@dataclass
-class Outcome:
-    """The record of one invocation: what it was asked, what it did, and how the window stands."""
-
-    account: str
-    invocation_id: str
-    invocation: Invocation
-    started_ms: int
-    status: Status = "failed"
-    finished_ms: int = 0
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    window_used: int | None = None
-    window_limit: int = 0
-    next_free_ms: int | None = None
-    clock_offset_ms: int = 0
-    key_type: str | None = None
-    blocked_until_ms: int | None = None
-    note: str | None = None
-    #: Reservations made but not sent (no time was left): spent, and listed so they are not taken for a crash.
-    unsent_reservations: list[int] = field(default_factory=list)
-    balances_before: dict[str, FuturesBalance] | None = None
-    balances_after: dict[str, FuturesBalance] | None = None
-    error: CollectorError | None = None
-
-    def moved(self) -> dict[str, str] | None:
-        """Per asset, how much left the futures wallets during the collection (BNB never moves)."""
-        if self.balances_before is None or self.balances_after is None:
-            return None
-        moved = {}
-        for asset, before in self.balances_before.items():
-            after = self.balances_after.get(asset, FuturesBalance(Decimal(0), Decimal(0)))
-            if asset not in NEVER_COLLECTED and before.total - after.total > 0:
-                moved[asset] = str(before.total - after.total)
-        return moved
-
-    @property
-    def last_attempt(self) -> AttemptResult | None:
-        return self.attempts[-1].result if self.attempts else None
-
-    def summary(self) -> dict[str, Any]:
-        """The handler's return value (and the core of the stored record)."""
-        last = self.last_attempt
-        return {
-            "status": self.status,
-            "account": self.account,
-            "trigger": self.invocation.trigger,
-            "dryRun": self.invocation.dry_run,
-            "attempts": len(self.attempts),
-            "windowUsed": self.window_used,
-            "windowLimit": self.window_limit,
-            "nextSlotAt": _iso(self.next_free_ms) if self.next_free_ms is not None else None,
-            "httpStatus": last.http_status if last else None,
-            "exchangeCode": last.code if last else None,
-            "usedWeight1m": last.used_weight_1m if last else None,
-            "blockedUntil": _iso(self.blocked_until_ms) if self.blocked_until_ms else None,
-            "note": self.note,
-            "error": _error_summary(self.error),
-        }
-
-    def to_item(self, retention_days: int) -> dict[str, Any]:
-        started = _iso(self.started_ms)
-        return {
-            "pk": account_key(self.account),
-            "sk": f"OUTCOME#{started}#{self.invocation_id}",
-            "expiresAt": self.finished_ms // 1000 + retention_days * 86_400,
-            **self.summary(),
-            "invocationId": self.invocation_id,
-            "eventId": self.invocation.event_id_for(self.account),
-            "scheduledTime": self.invocation.scheduled_time,
-            "startedAt": started,
-            "finishedAt": _iso(self.finished_ms),
-            "durationMs": self.finished_ms - self.started_ms,
-            "attemptLog": [attempt.to_item() for attempt in self.attempts],
-            "reservations": sorted([attempt.sequence for attempt in self.attempts] + self.unsent_reservations),
-            "unsentReservations": self.unsent_reservations,
-            "clockOffsetMs": self.clock_offset_ms,
-            "keyType": self.key_type,
-            "balancesBefore": _balances_item(self.balances_before),
-            "balancesAfter": _balances_item(self.balances_after),
-            "moved": self.moved(),
-        }
 
 
 class CredentialsLoader(Protocol):
@@ -173,6 +68,7 @@ class Collector:
         exchange: BinanceClient,
         credentials: CredentialsLoader,
         *,
+        gate: IpWeightGate,
         block_scope: Sequence[str] = (),
         wall_clock_ms: Callable[[], int] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -182,14 +78,22 @@ class Collector:
         self._store = store
         self._exchange = exchange
         self._credentials = credentials
+        # The deployment's IP-weight window, shared by every account and invocation.
+        self._gate = gate
         # Accounts sharing this function's outbound IP: a 429/418 stops all of them.
         self._block_scope = list(block_scope) or [account]
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._sleep = sleep
         self._policy = WindowPolicy(settings.max_calls_per_hour, settings.recv_window_ms)
 
-    def run(self, invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int]) -> Outcome:
-        """Do what `invocation` asks. Expected failures end up in `Outcome.error`, not raised."""
+    def run(
+        self, invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int], turn: Turn = NO_TURN
+    ) -> Outcome:
+        """Do what `invocation` asks. Expected failures end up in `Outcome.error`, not raised.
+
+        `turn` is the account's place in the invocation's fairness order (see admission.Turnstile): taken for the
+        first IP-weight reservation, and passed on once that is done or the account needs none.
+        """
         outcome = Outcome(
             account=self._account,
             invocation_id=invocation_id,
@@ -203,9 +107,11 @@ class Collector:
             if invocation.dry_run:
                 self._dry_run(outcome, credentials, remaining_ms)
             else:
-                self._collect(outcome, credentials, remaining_ms)
+                self._collect(outcome, credentials, remaining_ms, turn)
         except CollectorError as error:
             outcome.status, outcome.error = "failed", error
+        finally:
+            turn.release()
         outcome.clock_offset_ms = self._exchange.clock_offset_ms
         outcome.finished_ms = self._wall_clock_ms()
         return outcome
@@ -227,11 +133,13 @@ class Collector:
                 f"dry run could not read the exchange's server time ({type(error).__name__})"
             ) from None
 
-    def _collect(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
+    def _collect(
+        self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
+    ) -> None:
         check = self._settings.balance_check
-        if check != "off" and not self._check_balances(outcome, credentials, remaining_ms):
+        if check != "off" and not self._check_balances(outcome, credentials, remaining_ms, turn):
             return
-        self._send(outcome, credentials, remaining_ms)
+        self._send(outcome, credentials, remaining_ms, turn)
         if check != "off" and outcome.status == "collected":
             self._record_balances_after(outcome, credentials, remaining_ms)
 
@@ -244,15 +152,22 @@ class Collector:
         except DeadlineError:
             outcome.note = "balances after the collection not read: no time left in the invocation"
             return
+        if not self._admitted(outcome, BALANCE_WEIGHT, remaining_ms, NO_TURN, record=False):
+            outcome.note = "balances after the collection not read: no IP weight free"
+            return
         result, balances = self._exchange.balances(credentials, self._settings.recv_window_ms, timeout_s)
         if result.verdict == "success":
+            self._observe(result)
             outcome.balances_after = balances
             return
         if result.verdict == "rate_limited":
             self._back_off(outcome, result)  # no later invocation may call through it
+        self._observe(result)
         outcome.note = f"balances after the collection unavailable: HTTP {result.http_status} {result.message}"
 
-    def _check_balances(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> bool:
+    def _check_balances(
+        self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
+    ) -> bool:
         """Read the futures balances first (weight 20); False when the collection must not be sent."""
         state = self._store.read(outcome.account)
         invocation = outcome.invocation
@@ -265,9 +180,13 @@ class Collector:
             self._record_window(outcome, state)
             self._refused(outcome, decision)
             return False
+        if not self._admitted(outcome, BALANCE_WEIGHT, remaining_ms, turn):
+            self._record_window(outcome, state)
+            return False
         result, balances = self._exchange.balances(
             credentials, self._settings.recv_window_ms, self._http_timeout_s(remaining_ms)
         )
+        self._observe(result)
         if result.verdict == "rate_limited":
             self._back_off(outcome, result)
             raise _failure(result)
@@ -282,27 +201,16 @@ class Collector:
             return False
         return True
 
-    def _send(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
+    def _send(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn) -> None:
         """Reserve and send until collected, refused, or out of attempts."""
         invocation = outcome.invocation
-        retryable_attempts = 0
-        clock_resynced = key_reread = False
+        event_id = invocation.event_id_for(outcome.account)
+        tried = Tried()
         backoff_ms = RETRY_BACKOFF_MS
         while True:
             timeout_s = self._http_timeout_s(remaining_ms)
-            decision, state = self._store.reserve(
-                outcome.account,
-                self._policy,
-                self._exchange.server_now_ms,
-                remaining_ms,
-                event_id=invocation.event_id_for(outcome.account),
-                invocation_id=outcome.invocation_id,
-            )
-            if not isinstance(decision, Grant):
-                self._record_window(outcome, state)
-                if outcome.attempts:  # earlier attempts failed and no retry may be sent now
-                    raise _failure(outcome.attempts[-1].result)
-                self._refused(outcome, decision)
+            decision = self._reserve_attempt(outcome, event_id, remaining_ms, turn)
+            if decision is None:
                 return
             # Reserving may have waited on contention or a slow DynamoDB: the attempt must still end before the
             # deadline. If it cannot, the reservation stays spent (safe) and is recorded as not sent.
@@ -317,25 +225,22 @@ class Collector:
             )
             outcome.attempts.append(AttemptRecord(decision.sequence, decision.timestamp_ms, result))
             self._record_window(outcome, decision.state_after)
-            if result.verdict == "success":
+            self._observe(result)
+            step, tried = after_attempt(result, tried, self._settings.max_attempts)
+            if step == "done":
                 outcome.status = "collected"
                 return
-            if result.verdict == "clock_skew" and not clock_resynced:
-                clock_resynced = True
+            if step == "resync_clock":
                 self._resync_clock(remaining_ms)
                 continue
-            if result.verdict == "rate_limited":
+            if step == "back_off":
                 self._back_off(outcome, result)
                 raise _failure(result)
-            if result.verdict == "rejected" and result.code in KEY_REFUSED_CODES and not key_reread:
-                key_reread = True
+            if step == "reread_key":
                 credentials = self._reread_rotated_key(credentials, result)
                 outcome.key_type = credentials.key_type
                 continue
-            if result.verdict != "retryable":
-                raise _failure(result)
-            retryable_attempts += 1
-            if retryable_attempts >= self._settings.max_attempts:
+            if step == "fail":
                 raise _failure(result)
             if remaining_ms() - backoff_ms < OUTCOME_RESERVE_MS + MIN_HTTP_TIMEOUT_MS:
                 raise _failure(result, "; no time left for another attempt")
@@ -362,6 +267,7 @@ class Collector:
         until = self._exchange.server_now_ms() + 1000 * (result.retry_after_s or default_s)
         reason = f"HTTP {result.http_status} code {result.code}: {result.message}"[:500]
         outcome.blocked_until_ms = until
+        self._gate.block(until, reason)  # every account, every invocation of the deployment
         self._store.block(self._block_scope, until, reason)
 
     def _reread_rotated_key(self, current: ApiCredentials, result: AttemptResult) -> ApiCredentials:
@@ -398,6 +304,83 @@ class Collector:
             )
         return min(self._settings.http_timeout_s, available_ms / 1000)
 
+    def _reserve_attempt(
+        self, outcome: Outcome, event_id: str | None, remaining_ms: Callable[[], int], turn: Turn
+    ) -> Grant | None:
+        """IP weight, then the account's slot, for one attempt; None (with the outcome's status set) when nothing
+        may be sent. After failed attempts, a refusal raises the last failure instead."""
+        # What the account window would say on what this process knows: no IP weight is taken for a request the
+        # account could not send anyway (budget exhausted, duplicate delivery, back-off).
+        known = self._store.known(outcome.account)
+        decision: Decision = self._policy.decide(known, self._exchange.server_now_ms(), event_id, outcome.invocation_id)
+        state = known
+        if isinstance(decision, Grant):
+            weight = self._admitted(outcome, COLLECTION_WEIGHT, remaining_ms, turn)
+            if weight is None:
+                if outcome.attempts:  # earlier attempts failed and no retry may be sent now
+                    raise _failure(outcome.attempts[-1].result, "; no IP weight free for another attempt")
+                # A container that never saw this account reads its window once, so the record shows it truly.
+                self._record_window(outcome, known if known.sequence else self._store.read(outcome.account))
+                return None
+            decision, state = self._reserve_after(outcome, weight, event_id, remaining_ms)
+        if isinstance(decision, Grant):
+            return decision
+        self._record_window(outcome, state)
+        if outcome.attempts:  # earlier attempts failed and no retry may be sent now
+            raise _failure(outcome.attempts[-1].result)
+        self._refused(outcome, decision)
+        return None
+
+    def _reserve_after(
+        self, outcome: Outcome, weight: WeightGrant, event_id: str | None, remaining_ms: Callable[[], int]
+    ) -> tuple[Decision, WindowState]:
+        """Reserve the account's slot for a request whose IP weight is reserved: signed within the weight's slack."""
+        decision, state = self._store.reserve(
+            outcome.account,
+            self._policy,
+            # Never signed before the weight was reserved, even if the host's clock steps back meanwhile.
+            lambda: max(weight.timestamp_ms, self._exchange.server_now_ms()),
+            remaining_ms,
+            event_id=event_id,
+            invocation_id=outcome.invocation_id,
+        )
+        # If the account window answered so late that the request would outlive its IP-weight reservation, weight
+        # reserved at the very timestamp it is signed with covers it (the first reservation is left to expire).
+        if (
+            isinstance(decision, Grant)
+            and decision.timestamp_ms > weight.timestamp_ms + ADMISSION_SLACK_MS
+            and not self._gate.acquire_at(COLLECTION_WEIGHT, decision.timestamp_ms, remaining_ms)
+        ):
+            outcome.unsent_reservations.append(decision.sequence)
+            raise WindowStoreError(
+                f"the account window took {decision.timestamp_ms - weight.timestamp_ms} ms to reserve and the IP "
+                "weight was taken meanwhile; not sent"
+            )
+        return decision, state
+
+    def _admitted(
+        self, outcome: Outcome, weight: int, remaining_ms: Callable[[], int], turn: Turn, record: bool = True
+    ) -> WeightGrant | None:
+        """Reserve `weight` in the IP-weight window (waiting briefly if it frees soon); None when it cannot be sent.
+
+        Unless `record` is false, a refusal sets the outcome's status: `deferred` or `backing_off`.
+        """
+        with turn:
+            admission = self._gate.acquire(weight, self._exchange.server_now_ms, remaining_ms)
+        outcome.ip_weight_used = self._gate.policy.used(self._gate.known(), self._exchange.server_now_ms())
+        if isinstance(admission, WeightGrant):
+            return admission
+        if record and isinstance(admission, Deferred):
+            outcome.status = "deferred"
+            outcome.deferred_until_ms = admission.next_free_ms
+            outcome.note = f"IP weight for this deployment is taken (limit {self._gate.policy.limit} a minute)"
+        elif record and isinstance(admission, BackingOff):
+            self._refused(outcome, admission)
+        return None
+
+    def _observe(self, result: AttemptResult) -> None:
+        self._gate.observe(result.used_weight_1m, self._exchange.server_now_ms)
+
     def _record_window(self, outcome: Outcome, state: WindowState) -> None:
         now = self._exchange.server_now_ms()
         outcome.window_used = self._policy.used(state, now)
@@ -415,30 +398,6 @@ def _failure(result: AttemptResult, note: str = "") -> ExchangeError:
     return ExchangeRejectedError(message, http_status=result.http_status, code=result.code)
 
 
-def _error_summary(error: CollectorError | None) -> dict[str, Any] | None:
-    if error is None:
-        return None
-    summary: dict[str, Any] = {"type": error.kind, "message": str(error)}
-    if isinstance(error, ExchangeError):
-        summary.update(httpStatus=error.http_status, code=error.code)
-    return summary
-
-
-def _balances_item(balances: dict[str, FuturesBalance] | None) -> dict[str, dict[str, str]] | None:
-    if balances is None:
-        return None
-    return {
-        asset: {"um": str(balance.um), "cm": str(balance.cm)}
-        for asset, balance in sorted(balances.items())
-        if balance.um or balance.cm
-    }
-
-
 def collectable(balances: dict[str, FuturesBalance]) -> bool:
     """Whether a collection would move anything: a positive UM or CM wallet balance in an asset other than BNB."""
     return any(balance.um > 0 or balance.cm > 0 for asset, balance in balances.items() if asset not in NEVER_COLLECTED)
-
-
-def _iso(epoch_ms: int) -> str:
-    seconds, millis = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"

@@ -11,6 +11,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .ip_window import COLLECTION_WEIGHT, EXCHANGE_IP_WEIGHT_PER_MINUTE
 
 #: The exchange's own ceiling for Fund Auto-collection calls per account per rolling hour.
 EXCHANGE_HOURLY_LIMIT = 500
@@ -44,13 +45,19 @@ class Settings:
     accounts: tuple[AccountConfig, ...]
     base_url: str = "https://api.binance.com"
     max_calls_per_hour: int = EXCHANGE_HOURLY_LIMIT
-    recv_window_ms: int = 5_000
+    # Short: every request holds its IP weight for recvWindow + 61.5 s (ip_window.py), and the clock is resynced
+    # on -1021, so a wide window would only cost throughput.
+    recv_window_ms: int = 2_000
     outcome_retention_days: int = 90
     max_attempts: int = 3
     http_timeout_s: float = 10.0
     # An hour: a rotated key is picked up at once anyway (the secret is re-read on -2015/-1022).
     secret_max_age_s: int = 3600
     balance_check: BalanceCheck = "off"
+    #: This deployment's share of the exchange's 12,000 IP weight a minute (leave room for other programs).
+    ip_weight_per_minute: int = EXCHANGE_IP_WEIGHT_PER_MINUTE
+    #: How long an account may wait for IP weight that frees soon before it is deferred to the next tick.
+    ip_weight_max_wait_s: int = 10
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> Settings:
@@ -66,6 +73,8 @@ class Settings:
             http_timeout_s=float(_integer(env, "HTTP_TIMEOUT_SECONDS", int(cls.http_timeout_s), 1, 60)),
             secret_max_age_s=_integer(env, "SECRET_MAX_AGE_SECONDS", cls.secret_max_age_s, 0, 86_400),
             balance_check=_balance_check(env.get("BALANCE_CHECK", "")),
+            ip_weight_per_minute=_ip_weight_per_minute(env),
+            ip_weight_max_wait_s=_integer(env, "IP_WEIGHT_MAX_WAIT_SECONDS", cls.ip_weight_max_wait_s, 0, 30),
         )
 
     @property
@@ -117,6 +126,16 @@ def _accounts(env: Mapping[str, str]) -> tuple[AccountConfig, ...]:
     if duplicates:
         raise ConfigurationError(f"ACCOUNTS has duplicate labels {duplicates}")
     return tuple(accounts)
+
+
+def _ip_weight_per_minute(env: Mapping[str, str]) -> int:
+    limit = _integer(env, "IP_WEIGHT_PER_MINUTE", EXCHANGE_IP_WEIGHT_PER_MINUTE, 1, EXCHANGE_IP_WEIGHT_PER_MINUTE)
+    if limit < COLLECTION_WEIGHT:
+        raise ConfigurationError(
+            f"IP_WEIGHT_PER_MINUTE is {limit}, which leaves no room for one collection (weight {COLLECTION_WEIGHT}); "
+            f"set it between {COLLECTION_WEIGHT} and {EXCHANGE_IP_WEIGHT_PER_MINUTE}"
+        )
+    return limit
 
 
 def _balance_check(raw: str) -> BalanceCheck:

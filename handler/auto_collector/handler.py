@@ -11,9 +11,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .collection import Outcome
 from .errors import AccountsFailedError
 from .observability import SERVICE
+from .outcome import Outcome
 from .service import invoke
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def publish(outcome: Outcome) -> None:
         "duplicate": "DuplicateDelivery",
         "nothing_to_collect": "NothingToCollect",
         "dry_run": "DryRun",
+        "deferred": "CollectionDeferred",
     }
     metrics.add_metric(name=counters[outcome.status], unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="ExchangeAttempts", unit=MetricUnit.Count, value=len(outcome.attempts))
@@ -89,7 +90,7 @@ def publish(outcome: Outcome) -> None:
     summary = outcome.summary()
     if outcome.error is not None:
         logger.error("collection failed", extra={"outcome": summary})
-    elif outcome.status in ("budget_exhausted", "backing_off"):
+    elif outcome.status in ("budget_exhausted", "backing_off", "deferred"):
         logger.warning(f"nothing sent: {outcome.status}", extra={"outcome": summary})
     else:
         logger.info(f"invocation finished: {outcome.status}", extra={"outcome": summary})

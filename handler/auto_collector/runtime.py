@@ -12,11 +12,14 @@ import requests
 from aws_lambda_powertools.utilities.parameters import GetParameterError, SecretsProvider
 from botocore.config import Config
 
+from .admission import IpWeightGate
 from .collection import Collector
 from .config import Settings
 from .credentials import ApiCredentials, parse_secret
 from .errors import SecretError
 from .exchange import BinanceClient
+from .ip_store import IpWeightStore
+from .ip_window import IpWeightPolicy
 from .store import WindowStore
 
 if TYPE_CHECKING:
@@ -59,7 +62,7 @@ class Runtime:
     settings: Settings
     store: WindowStore
     collectors: dict[str, Collector]  # by account label, in configuration order
-    exchanges: dict[str, BinanceClient]
+    gate: IpWeightGate
 
 
 _runtimes: dict[Settings, Runtime] = {}
@@ -84,13 +87,17 @@ def _build(settings: Settings) -> Runtime:
     dynamodb: DynamoDBClient = boto3.client("dynamodb", config=_AWS_CLIENT_CONFIG)
     secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=_AWS_CLIENT_CONFIG))
     store = WindowStore(dynamodb, settings.table_name)
+    gate = IpWeightGate(
+        IpWeightStore(dynamodb, settings.table_name),
+        IpWeightPolicy(settings.ip_weight_per_minute, settings.recv_window_ms),
+        max_wait_ms=settings.ip_weight_max_wait_s * 1000,
+    )
     collectors: dict[str, Collector] = {}
-    exchanges: dict[str, BinanceClient] = {}
     for account in settings.accounts:
         # One HTTP session per account: accounts are collected on parallel threads.
-        exchange = exchanges[account.label] = BinanceClient(settings.base_url, requests.Session())
+        exchange = BinanceClient(settings.base_url, requests.Session())
         credentials = CredentialsSource(secrets, account.secret_id, settings.secret_max_age_s)
         collectors[account.label] = Collector(
-            settings, account.label, store, exchange, credentials, block_scope=settings.labels
+            settings, account.label, store, exchange, credentials, gate=gate, block_scope=settings.labels
         )
-    return Runtime(settings, store, collectors, exchanges)
+    return Runtime(settings, store, collectors, gate)

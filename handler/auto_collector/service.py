@@ -13,11 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aws_lambda_powertools import Logger
 
-from .collection import Outcome
+from .admission import Turnstile
 from .config import Settings, account_label_from
 from .errors import CollectorError, ConfigurationError, InvalidEventError, WindowStoreError
 from .events import Invocation, parse_event
 from .observability import SERVICE
+from .outcome import Outcome
 from .runtime import Runtime, runtime_for
 
 logger = Logger(service=SERVICE, child=True)
@@ -69,16 +70,38 @@ def _selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
 def _run_accounts(
     runtime: Runtime, labels: list[str], invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int]
 ) -> list[Outcome]:
+    order = fairness_order(runtime, labels)
+    turnstile = Turnstile(order)
+
     def run_and_record(label: str) -> Outcome:
         # Each account records its own outcome on its own thread: one round trip in all, not one per account.
-        outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms)
+        outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms, turnstile.turn(label))
         _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
         return outcome
 
     if len(labels) == 1:
         return [run_and_record(labels[0])]
+    # Submitted in the fairness order: the pool starts them in that order, so no turn waits on an unstarted one.
     with ThreadPoolExecutor(max_workers=min(len(labels), MAX_PARALLEL_ACCOUNTS)) as pool:
-        return list(pool.map(run_and_record, labels))
+        outcomes = dict(zip(order, pool.map(run_and_record, order), strict=True))
+    return [outcomes[label] for label in labels]
+
+
+def fairness_order(runtime: Runtime, labels: list[str]) -> list[str]:
+    """Accounts least recently attempted first, so those deferred for lack of IP weight go first next time.
+
+    An account that reserves moves to the back: round robin, whoever fails or succeeds, and no account starves.
+    """
+    if len(labels) == 1:
+        return labels
+    try:
+        states = runtime.store.read_many(labels)
+    except WindowStoreError as error:
+        # The order only decides who waits; each reservation still goes through the windows.
+        logger.warning("windows not read: accounts run in the order last seen", extra={"error": str(error)})
+        states = {label: runtime.store.known(label) for label in labels}
+    position = {label: index for index, label in enumerate(labels)}
+    return sorted(labels, key=lambda label: (states[label].last_timestamp_ms, position[label]))
 
 
 def _store(

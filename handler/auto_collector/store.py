@@ -81,6 +81,10 @@ class WindowStore:
                 self._known.pop(account, None)
             state = current
 
+    def known(self, account: str) -> WindowState:
+        """The last state this process saw (possibly stale: only ever behind the stored one)."""
+        return self._known.get(account, WindowState())
+
     def block(self, accounts: list[str], until_ms: int, reason: str) -> None:
         """Tell every later invocation for these accounts to stay away from the exchange until `until_ms`.
 
@@ -116,6 +120,25 @@ class WindowStore:
             account_key(account), "OUTCOME#", newest_first=True, limit=limit, sk_from=f"OUTCOME#{since_iso}"
         )
         return [{k: from_attribute(v) for k, v in item.items()} for item in items]
+
+    def read_many(self, accounts: list[str]) -> dict[str, WindowState]:
+        """The stored window state of each account, in as few requests as DynamoDB allows (100 keys each)."""
+        states = {account: WindowState() for account in accounts}
+        by_key = {account_key(account): account for account in accounts}
+        pending = [self._key(account) for account in accounts]
+        try:
+            while pending:
+                batch, pending = pending[:100], pending[100:]
+                request: Any = {self._table: {"Keys": batch, "ConsistentRead": True}}
+                while request:
+                    response = self._client.batch_get_item(RequestItems=request)
+                    for item in response.get("Responses", {}).get(self._table, []):
+                        states[by_key[item["pk"]["S"]]] = _state_from_item(item)
+                    request = response.get("UnprocessedKeys") or {}
+        except (ClientError, BotoCoreError) as error:
+            raise WindowStoreError(f"could not read the windows from table {self._table!r}: {error}") from error
+        self._known.update(states)
+        return states
 
     def read(self, account: str) -> WindowState:
         return self.read_item(account)[0]

@@ -86,7 +86,7 @@ def test_status_json_reports_window_back_off_outcomes_and_failures(
         "limit": 3,  # the limit of the last reservation, from the window item
         "limitSource": "window",
         "free": 0,
-        "nextSlotAt": iso(first_signed + 3_600_000 + 5_000 + 1_000),  # when the first reservation expires
+        "nextSlotAt": iso(first_signed + 3_600_000 + 2_000 + 1_000),  # when the first reservation expires
         "reservations": 3,
         "lastReservationAt": account["window"]["lastReservationAt"],
     }
@@ -104,7 +104,7 @@ def test_status_json_reports_window_back_off_outcomes_and_failures(
     assert (last[1]["httpStatus"], last[1]["exchangeCode"]) == (429, -1003)
     assert last[1]["error"]["type"] == "exchange_rate_limited"
     assert last[2]["dryRun"] is True and last[2]["reservations"] == []
-    assert last[3]["nextSlotAt"] == iso(first_signed + 3_606_000)
+    assert last[3]["nextSlotAt"] == iso(first_signed + 3_603_000)
     assert all(isinstance(o["latencyMs"], int) and o["latencyMs"] >= 0 for o in last)
     assert set(last[0]) == {
         "startedAt",

@@ -1,0 +1,153 @@
+"""The outcome record of one invocation: what it was asked, what it did, and how the windows stand."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from .errors import CollectorError, ExchangeError
+from .events import Invocation
+from .exchange import AttemptResult, FuturesBalance
+from .store import account_key
+
+Status = Literal[
+    "collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "nothing_to_collect", "deferred", "failed"
+]
+
+#: Auto-collection never moves BNB.
+NEVER_COLLECTED = frozenset({"BNB"})
+
+
+@dataclass
+class AttemptRecord:
+    sequence: int
+    timestamp_ms: int
+    result: AttemptResult
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "reservation": self.sequence,
+            "timestampMs": self.timestamp_ms,
+            "verdict": self.result.verdict,
+            "httpStatus": self.result.http_status,
+            "code": self.result.code,
+            "message": self.result.message,
+            "latencyMs": self.result.latency_ms,
+            "usedWeight1m": self.result.used_weight_1m,
+            "retryAfterSeconds": self.result.retry_after_s,
+        }
+
+
+@dataclass
+class Outcome:
+    """The record of one invocation: what it was asked, what it did, and how the window stands."""
+
+    account: str
+    invocation_id: str
+    invocation: Invocation
+    started_ms: int
+    status: Status = "failed"
+    finished_ms: int = 0
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    window_used: int | None = None
+    window_limit: int = 0
+    next_free_ms: int | None = None
+    clock_offset_ms: int = 0
+    key_type: str | None = None
+    blocked_until_ms: int | None = None
+    note: str | None = None
+    #: Reservations made but not sent (no time was left): spent, and listed so they are not taken for a crash.
+    unsent_reservations: list[int] = field(default_factory=list)
+    #: Deferred: the IP weight this deployment may use is taken until this instant (the exchange's clock).
+    deferred_until_ms: int | None = None
+    #: IP weight the deployment's window held after this invocation's last reservation (all accounts, other programs).
+    ip_weight_used: int | None = None
+    balances_before: dict[str, FuturesBalance] | None = None
+    balances_after: dict[str, FuturesBalance] | None = None
+    error: CollectorError | None = None
+
+    def moved(self) -> dict[str, str] | None:
+        """Per asset, how much left the futures wallets during the collection (BNB never moves)."""
+        if self.balances_before is None or self.balances_after is None:
+            return None
+        moved = {}
+        for asset, before in self.balances_before.items():
+            after = self.balances_after.get(asset, FuturesBalance(Decimal(0), Decimal(0)))
+            if asset not in NEVER_COLLECTED and before.total - after.total > 0:
+                moved[asset] = str(before.total - after.total)
+        return moved
+
+    @property
+    def last_attempt(self) -> AttemptResult | None:
+        return self.attempts[-1].result if self.attempts else None
+
+    def summary(self) -> dict[str, Any]:
+        """The handler's return value (and the core of the stored record)."""
+        last = self.last_attempt
+        return {
+            "status": self.status,
+            "account": self.account,
+            "trigger": self.invocation.trigger,
+            "dryRun": self.invocation.dry_run,
+            "attempts": len(self.attempts),
+            "windowUsed": self.window_used,
+            "windowLimit": self.window_limit,
+            "nextSlotAt": _iso(self.next_free_ms) if self.next_free_ms is not None else None,
+            "httpStatus": last.http_status if last else None,
+            "exchangeCode": last.code if last else None,
+            "usedWeight1m": last.used_weight_1m if last else None,
+            "blockedUntil": _iso(self.blocked_until_ms) if self.blocked_until_ms else None,
+            "deferredUntil": _iso(self.deferred_until_ms) if self.deferred_until_ms is not None else None,
+            "ipWeightUsed": self.ip_weight_used,
+            "note": self.note,
+            "error": _error_summary(self.error),
+        }
+
+    def to_item(self, retention_days: int) -> dict[str, Any]:
+        started = _iso(self.started_ms)
+        return {
+            "pk": account_key(self.account),
+            "sk": f"OUTCOME#{started}#{self.invocation_id}",
+            "expiresAt": self.finished_ms // 1000 + retention_days * 86_400,
+            **self.summary(),
+            "invocationId": self.invocation_id,
+            "eventId": self.invocation.event_id_for(self.account),
+            "scheduledTime": self.invocation.scheduled_time,
+            "startedAt": started,
+            "finishedAt": _iso(self.finished_ms),
+            "durationMs": self.finished_ms - self.started_ms,
+            "attemptLog": [attempt.to_item() for attempt in self.attempts],
+            "reservations": sorted([attempt.sequence for attempt in self.attempts] + self.unsent_reservations),
+            "unsentReservations": self.unsent_reservations,
+            "clockOffsetMs": self.clock_offset_ms,
+            "keyType": self.key_type,
+            "balancesBefore": _balances_item(self.balances_before),
+            "balancesAfter": _balances_item(self.balances_after),
+            "moved": self.moved(),
+        }
+
+
+def _error_summary(error: CollectorError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    summary: dict[str, Any] = {"type": error.kind, "message": str(error)}
+    if isinstance(error, ExchangeError):
+        summary.update(httpStatus=error.http_status, code=error.code)
+    return summary
+
+
+def _balances_item(balances: dict[str, FuturesBalance] | None) -> dict[str, dict[str, str]] | None:
+    if balances is None:
+        return None
+    return {
+        asset: {"um": str(balance.um), "cm": str(balance.cm)}
+        for asset, balance in sorted(balances.items())
+        if balance.um or balance.cm
+    }
+
+
+def _iso(epoch_ms: int) -> str:
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
