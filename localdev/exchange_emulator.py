@@ -541,6 +541,11 @@ class ExchangeEmulator:
         with self._lock:
             return list(self._internal_errors)
 
+    def use_ip_weight(self, weight: int) -> None:
+        """Another program behind the same address spends `weight` now (counted like any request's)."""
+        with self._lock:
+            self._sapi_weight.append((self._clock(), weight))
+
     def used_ip_weight_1m(self) -> int:
         with self._lock:
             return self._used_weight(self._sapi_weight, self._clock())

@@ -100,7 +100,9 @@ class Turnstile:
     """Lets the accounts of one invocation take their first IP weight in a fixed order (the fairness order).
 
     Accounts run on parallel threads; without this, whichever thread is scheduled first would take the weight.
-    Each account passes once: on its first reservation, or when it finishes without needing one.
+    Each account passes once: when the answer to its first signed request is in (so the next one reserves knowing
+    the weight the exchange reported), or when it finishes without sending. The first requests of an invocation
+    therefore go out one after another, a round trip each; everything after them runs in parallel.
     """
 
     def __init__(self, order: list[str]) -> None:
@@ -133,9 +135,13 @@ class Turn:
         self._passed = False
 
     def __enter__(self) -> Turn:
+        self.wait()
+        return self
+
+    def wait(self) -> None:
+        """Until every account before this one has passed."""
         if self._turnstile is not None and self._index is not None and not self._passed:
             self._turnstile._wait_for(self._index)
-        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -92,7 +92,7 @@ class Collector:
         """Do what `invocation` asks. Expected failures end up in `Outcome.error`, not raised.
 
         `turn` is the account's place in the invocation's fairness order (see admission.Turnstile): taken for the
-        first IP-weight reservation, and passed on once that is done or the account needs none.
+        first IP-weight reservation, and passed on once the answer to that request is in (or none is needed).
         """
         outcome = Outcome(
             account=self._account,
@@ -187,6 +187,7 @@ class Collector:
             credentials, self._settings.recv_window_ms, self._http_timeout_s(remaining_ms)
         )
         self._observe(result)
+        turn.release()
         if result.verdict == "rate_limited":
             self._back_off(outcome, result)
             raise _failure(result)
@@ -226,6 +227,7 @@ class Collector:
             outcome.attempts.append(AttemptRecord(decision.sequence, decision.timestamp_ms, result))
             self._record_window(outcome, decision.state_after)
             self._observe(result)
+            turn.release()
             step, tried = after_attempt(result, tried, self._settings.max_attempts)
             if step == "done":
                 outcome.status = "collected"
@@ -365,8 +367,10 @@ class Collector:
 
         Unless `record` is false, a refusal sets the outcome's status: `deferred` or `backing_off`.
         """
-        with turn:
-            admission = self._gate.acquire(weight, self._exchange.server_now_ms, remaining_ms)
+        # The turn is held until the answer to this request is observed (the caller releases it), so the next
+        # account reserves knowing what the exchange reported, other programs on the address included.
+        turn.wait()
+        admission = self._gate.acquire(weight, self._exchange.server_now_ms, remaining_ms)
         outcome.ip_weight_used = self._gate.policy.used(self._gate.known(), self._exchange.server_now_ms())
         if isinstance(admission, WeightGrant):
             return admission
