@@ -5,8 +5,9 @@ Accepted:
 - a console test event ``{}`` (runs a real collection);
 - ``{"dryRun": true}`` (checks configuration, secret, key and window; sends nothing signed);
 - either console event with ``"accounts": ["label", ...]`` to act on some of the configured accounts only;
-- an SQS batch whose message bodies are ``{"account": "label"}`` (optionally ``"dryRun"``): the shape of a
-  fan-out to one message per account, for deployments with more accounts than one invocation should hold.
+- an SQS batch whose message bodies are ``{"account": "label"}`` (optionally ``"dryRun"``, and ``"tick"``: the
+  scheduled event id the dispatcher fanned out, which then identifies duplicates instead of the message id):
+  the fan-out mode's one message per account (dispatcher.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ _SCHEDULED_EVENT_KEYS = frozenset(
     {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
 )
 _CONSOLE_EVENT_KEYS = frozenset({"dryRun", "accounts"})
-_SQS_BODY_KEYS = frozenset({"account", "dryRun"})
+_SQS_BODY_KEYS = frozenset({"account", "dryRun", "tick"})
+#: The dispatcher's tick is a scheduled event id (a UUID); anything much longer is not one.
+_MAX_TICK_LENGTH = 128
 _ACCEPTED = (
     'accepted events are an EventBridge scheduled event, {}, {"dryRun": true} (either may add '
     '"accounts": [...]) and an SQS batch of {"account": ...} messages'
@@ -42,8 +45,18 @@ class Invocation:
     scheduled_time: str | None = None
     #: The accounts to act on; None means every configured account.
     accounts: tuple[str, ...] | None = None
-    #: Per-account delivery ids (SQS message ids), used like `event_id` to refuse redeliveries.
+    #: Per-account delivery ids (the dispatcher's tick, else the SQS message id), used like `event_id` to refuse
+    #: redeliveries and repeated dispatches.
     account_event_ids: tuple[tuple[str, str], ...] = ()
+    #: SQS: per account, the message id (to hand a deferred message back to the queue) and when it was sent (ms).
+    messages: tuple[tuple[str, str, int], ...] = ()
+
+    def message_of(self, account: str) -> tuple[str, int] | None:
+        """The SQS message id and sent time (ms) that asked for `account`, if it came from SQS."""
+        for label, message_id, sent_ms in self.messages:
+            if label == account:
+                return message_id, sent_ms
+        return None
 
     def event_id_for(self, account: str) -> str | None:
         return dict(self.account_event_ids).get(account, self.event_id)
@@ -110,6 +123,7 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
     if set(event) != {"Records"} or not isinstance(records, list) or not records:
         raise InvalidEventError(f"an SQS event must be {{'Records': [...]}} with at least one record; {_ACCEPTED}")
     accounts: dict[str, str] = {}
+    messages: list[tuple[str, str, int]] = []
     dry_runs = set()
     for index, record in enumerate(records):
         if not isinstance(record, Mapping) or record.get("eventSource") != "aws:sqs":
@@ -131,7 +145,11 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
             raise InvalidEventError(
                 f"SQS batch names account {document['account']!r} twice; send one message per account per round"
             )
-        accounts[document["account"]] = f"sqs:{message_id}"
+        tick = document.get("tick")
+        if tick is not None and (not isinstance(tick, str) or not 0 < len(tick) <= _MAX_TICK_LENGTH):
+            raise InvalidEventError(f"SQS record {index} 'tick' must be a string of 1-{_MAX_TICK_LENGTH} characters")
+        accounts[document["account"]] = f"tick:{tick}" if tick else f"sqs:{message_id}"
+        messages.append((document["account"], message_id, _sent_ms(record)))
         dry_runs.add(_dry_run_flag(document))
     if len(dry_runs) > 1:
         raise InvalidEventError("an SQS batch mixes dry runs and real collections; send them separately")
@@ -140,4 +158,12 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
         dry_run=dry_runs.pop(),
         accounts=tuple(accounts),
         account_event_ids=tuple(accounts.items()),
+        messages=tuple(messages),
     )
+
+
+def _sent_ms(record: Mapping[str, object]) -> int:
+    """SentTimestamp of an SQS record (0 when absent, as in a hand-written test event)."""
+    attributes = record.get("attributes")
+    sent = attributes.get("SentTimestamp") if isinstance(attributes, Mapping) else None
+    return int(sent) if isinstance(sent, str) and sent.isdigit() and len(sent) <= 16 else 0

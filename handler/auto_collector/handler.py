@@ -11,7 +11,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .errors import AccountsFailedError
 from .observability import SERVICE
 from .outcome import Outcome
 from .service import invoke
@@ -50,21 +49,10 @@ def _capture_lambda_handler(handler: Handler) -> Handler:
 @metrics.log_metrics
 @_capture_lambda_handler
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    outcomes = invoke(event, context.aws_request_id, context.get_remaining_time_in_millis, os.environ)
-    for outcome in outcomes:
+    result = invoke(event, context.aws_request_id, context.get_remaining_time_in_millis, os.environ)
+    for outcome in result.outcomes:
         publish(outcome)
-    errors = {outcome.account: outcome.error for outcome in outcomes if outcome.error is not None}
-    if len({id(error) for error in errors.values()}) == 1 and len(errors) == len(outcomes):
-        raise next(iter(errors.values()))  # one cause for all (a bad event or configuration, or one account)
-    if errors:
-        raise AccountsFailedError(errors)
-    if len(outcomes) == 1:
-        return outcomes[0].summary()
-    statuses = {outcome.status for outcome in outcomes}
-    return {
-        "status": statuses.pop() if len(statuses) == 1 else "mixed",
-        "accounts": [outcome.summary() for outcome in outcomes],
-    }
+    return result.response()
 
 
 def publish(outcome: Outcome) -> None:

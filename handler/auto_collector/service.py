@@ -10,12 +10,14 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from .admission import Turnstile
 from .config import Settings, account_label_from
-from .errors import CollectorError, ConfigurationError, InvalidEventError, WindowStoreError
+from .errors import AccountsFailedError, CollectorError, ConfigurationError, InvalidEventError, WindowStoreError
 from .events import Invocation, parse_event
 from .observability import SERVICE
 from .outcome import Outcome
@@ -30,12 +32,47 @@ WORST_OUTCOME_WRITE_MS = 12_000
 MAX_PARALLEL_ACCOUNTS = 32
 
 
+@dataclass
+class InvocationResult:
+    """Every outcome of one invocation (stored), and what the caller returns or raises for them."""
+
+    outcomes: list[Outcome]
+    #: One error behind every outcome (invalid configuration or event): raised as it is, not per account.
+    common_error: CollectorError | None = None
+
+    def response(self) -> dict[str, Any]:
+        """The invocation's return value; raises when an account failed, once everything is recorded."""
+        if self.common_error is not None:
+            raise self.common_error
+        errors = {outcome.account: outcome.error for outcome in self.outcomes if outcome.error is not None}
+        if len(self.outcomes) == 1 and errors:
+            raise next(iter(errors.values()))
+        if errors:
+            raise AccountsFailedError(errors)
+        if len(self.outcomes) == 1:
+            response = self.outcomes[0].summary()
+        else:
+            statuses = {outcome.status for outcome in self.outcomes}
+            response = {
+                "status": statuses.pop() if len(statuses) == 1 else "mixed",
+                "accounts": [outcome.summary() for outcome in self.outcomes],
+            }
+        if self.outcomes and self.outcomes[0].invocation.trigger == "sqs":
+            # ReportBatchItemFailures: a message deferred for lack of IP weight goes back to the queue for later.
+            response["batchItemFailures"] = [
+                {"itemIdentifier": message[0]}
+                for outcome in self.outcomes
+                if outcome.status == "deferred" and (message := outcome.invocation.message_of(outcome.account))
+            ]
+        return response
+
+
 def invoke(
     event: object,
     invocation_id: str,
     remaining_ms: Callable[[], int],
     environment: Mapping[str, str],
-) -> list[Outcome]:
+) -> InvocationResult:
     """Run one invocation and store one outcome per account acted on, in configuration order.
 
     Accounts run concurrently; one account's failure never stops the others. Errors are left in the
@@ -44,7 +81,7 @@ def invoke(
     try:
         settings = Settings.from_environment(environment)
     except ConfigurationError as error:
-        return [_store_early_failure(environment, invocation_id, error)]
+        return InvocationResult([_store_early_failure(environment, invocation_id, error)], common_error=error)
     runtime = runtime_for(settings)
     try:
         invocation = parse_event(event)
@@ -54,8 +91,8 @@ def invoke(
         outcomes = [_failed_outcome(label, invocation_id, unknown, error) for label in settings.labels]
         for outcome in outcomes:
             _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
-        return outcomes
-    return _run_accounts(runtime, labels, invocation, invocation_id, remaining_ms)
+        return InvocationResult(outcomes, common_error=error)
+    return InvocationResult(_run_accounts(runtime, labels, invocation, invocation_id, remaining_ms))
 
 
 def _selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
