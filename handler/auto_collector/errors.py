@@ -38,6 +38,12 @@ class WindowStoreError(CollectorError):
     kind = "window_store"
 
 
+class QueueError(CollectorError):
+    """The fan-out dispatcher could not send some accounts' messages to the work queue."""
+
+    kind = "queue"
+
+
 class DeadlineError(CollectorError):
     """Not enough time left in the invocation to start (another) attempt safely."""
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # Bounded, quick AWS calls: throttling and transient errors are retried by botocore's standard mode,
 # and a stuck connection cannot eat the invocation's deadline.
-_AWS_CLIENT_CONFIG = Config(
+AWS_CLIENT_CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"},
     connect_timeout=1,
     read_timeout=3,
@@ -84,8 +84,8 @@ def reset() -> None:
 def _build(settings: Settings) -> Runtime:
     # Both clients from boto3's one default session: a SecretsProvider left to itself would build a second
     # session and load the endpoint rules and service data again (a tenth of a cold start).
-    dynamodb: DynamoDBClient = boto3.client("dynamodb", config=_AWS_CLIENT_CONFIG)
-    secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=_AWS_CLIENT_CONFIG))
+    dynamodb: DynamoDBClient = boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=AWS_CLIENT_CONFIG))
     store = WindowStore(dynamodb, settings.table_name)
     gate = IpWeightGate(
         IpWeightStore(dynamodb, settings.table_name),

@@ -85,7 +85,7 @@ def invoke(
     runtime = runtime_for(settings)
     try:
         invocation = parse_event(event)
-        labels = _selected_accounts(invocation, settings)
+        labels = selected_accounts(invocation, settings)
     except InvalidEventError as error:
         unknown = Invocation(trigger="unknown")
         outcomes = [_failed_outcome(label, invocation_id, unknown, error) for label in settings.labels]
@@ -95,7 +95,7 @@ def invoke(
     return InvocationResult(_run_accounts(runtime, labels, invocation, invocation_id, remaining_ms))
 
 
-def _selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
+def selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
     if invocation.accounts is None:
         return settings.labels
     unknown = sorted(set(invocation.accounts) - set(settings.labels))

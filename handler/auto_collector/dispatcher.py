@@ -1,0 +1,85 @@
+"""Fan-out mode: the scheduled function that sends one SQS message per account, least recently attempted first.
+
+The collector function consumes the queue (template.yaml, `Mode: FanOut`): each message names one account and the
+tick (the scheduled event's id), which identifies duplicates, so neither a repeated schedule delivery nor an SQS
+redelivery collects twice. A message that cannot get IP weight goes back to the queue (ReportBatchItemFailures)
+without spending anything; the queue's retention drops it once the next tick has sent a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from .config import Settings
+from .errors import ConfigurationError, InvalidEventError, QueueError
+from .events import parse_event
+from .observability import SERVICE
+from .runtime import AWS_CLIENT_CONFIG, runtime_for
+from .service import fairness_order, selected_accounts
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "FundAutoCollector"), service=SERVICE)
+
+#: SendMessageBatch takes at most 10 entries.
+_BATCH = 10
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    result = dispatch(event, context.aws_request_id, os.environ)
+    metrics.add_metric(name="MessagesDispatched", unit=MetricUnit.Count, value=result["messages"])
+    logger.info("accounts dispatched", extra={"dispatch": result})
+    return result
+
+
+def dispatch(
+    event: object, invocation_id: str, environment: Mapping[str, str], sqs: SQSClient | None = None
+) -> dict[str, Any]:
+    """Send one message per selected account to QUEUE_URL, in the fairness order."""
+    settings = Settings.from_environment(environment)
+    queue_url = environment.get("QUEUE_URL", "").strip()
+    if not queue_url:
+        raise ConfigurationError("QUEUE_URL is required but not set (the fan-out mode's work queue)")
+    invocation = parse_event(event)
+    if invocation.trigger == "sqs":
+        raise InvalidEventError("the dispatcher is started by the schedule or by hand, not by an SQS batch")
+    labels = selected_accounts(invocation, settings)
+    order = fairness_order(runtime_for(settings), labels)
+    tick = invocation.event_id or f"console:{invocation_id}"
+    bodies = [
+        json.dumps({"account": label, "tick": tick, **({"dryRun": True} if invocation.dry_run else {})})
+        for label in order
+    ]
+    client = sqs or boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+    unsent = []
+    for start in range(0, len(bodies), _BATCH):
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(index), "MessageBody": body} for index, body in enumerate(bodies[start : start + _BATCH])
+        ]
+        for _ in range(2):  # one retry of the entries SQS did not take
+            try:
+                response = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            except Exception as error:  # noqa: BLE001 - botocore's errors; the accounts are named below
+                logger.warning("send_message_batch failed", extra={"error": str(error)})
+                continue
+            failed = {entry["Id"] for entry in response.get("Failed", [])}
+            entries = [entry for entry in entries if entry["Id"] in failed]
+            if not entries:
+                break
+        unsent += [json.loads(entry["MessageBody"])["account"] for entry in entries]
+    if unsent:
+        raise QueueError(f"could not send the messages of accounts {unsent} to the work queue; they wait a tick")
+    return {"status": "dispatched", "tick": tick, "messages": len(bodies), "order": order}
