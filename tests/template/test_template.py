@@ -134,7 +134,10 @@ def _evaluate(node: Any, values: dict[str, Any], conditions: dict[str, Any]) -> 
     if not isinstance(node, dict):
         return node
     ((function, argument),) = node.items()
-    evaluate = lambda item: _evaluate(item, values, conditions)  # noqa: E731
+
+    def evaluate(item: Any) -> Any:
+        return _evaluate(item, values, conditions)
+
     match function:
         case "Ref":
             return values[argument]
@@ -192,7 +195,10 @@ def _deploy(template: dict[str, Any], **overrides: str) -> Deployed:
     values = _parameter_values(template, overrides)
     conditions = template["Conditions"]
     truth = {name: bool(_evaluate(expression, values, conditions)) for name, expression in conditions.items()}
-    kept = lambda entry: "Condition" not in entry or truth[entry["Condition"]]  # noqa: E731
+
+    def kept(entry: dict[str, Any]) -> bool:
+        return "Condition" not in entry or truth[entry["Condition"]]
+
     resources = {name: r for name, r in template["Resources"].items() if kept(r)}
     outputs = {name: o for name, o in template["Outputs"].items() if kept(o)}
     return Deployed(_resolve_branches(resources, truth), _resolve_branches(outputs, truth), truth)
@@ -490,11 +496,8 @@ def test_static_ip_egress_creates_what_the_function_needs_and_nothing_more(templ
 
 def test_static_ip_function_runs_in_private_subnets_behind_the_one_nat(template: dict[str, Any]) -> None:
     deployed = _deploy(template, EgressMode="StaticIp")
-    ref = lambda name: {"Ref": name}  # noqa: E731
-    (nat_id, nat), (eip_id, eip) = (
-        *deployed.of_type("AWS::EC2::NatGateway").items(),
-        *deployed.of_type("AWS::EC2::EIP").items(),
-    )
+    ((nat_id, nat),) = deployed.of_type("AWS::EC2::NatGateway").items()
+    ((eip_id, eip),) = deployed.of_type("AWS::EC2::EIP").items()
     assert nat["Properties"]["AllocationId"] == {"Fn::GetAtt": [eip_id, "AllocationId"]}
     assert eip["Properties"]["Domain"] == "vpc"
     vpc_config = deployed.resources[FUNCTION_ID]["Properties"]["VpcConfig"]
@@ -516,13 +519,13 @@ def test_static_ip_function_runs_in_private_subnets_behind_the_one_nat(template:
     for subnet in private:
         assert subnets[subnet]["Properties"]["MapPublicIpOnLaunch"] is False
         route = routes[table_of[subnet]]
-        assert (route["DestinationCidrBlock"], route["NatGatewayId"]) == ("0.0.0.0/0", ref(nat_id))
+        assert (route["DestinationCidrBlock"], route["NatGatewayId"]) == ("0.0.0.0/0", {"Ref": nat_id})
     # The NAT gateway's subnet is the only one routed to the internet gateway.
     public = nat["Properties"]["SubnetId"]["Ref"]
     assert public not in private and set(subnets) == {public, *private}
     public_route = routes[table_of[public]]
     (igw_id,) = deployed.of_type("AWS::EC2::InternetGateway")
-    assert (public_route["DestinationCidrBlock"], public_route["GatewayId"]) == ("0.0.0.0/0", ref(igw_id))
+    assert (public_route["DestinationCidrBlock"], public_route["GatewayId"]) == ("0.0.0.0/0", {"Ref": igw_id})
     assert subnets[public]["Properties"]["MapPublicIpOnLaunch"] is False
 
 
