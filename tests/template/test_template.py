@@ -115,6 +115,105 @@ def _resources(statement: dict[str, Any]) -> list[Any]:
     return resource if isinstance(resource, list) else [resource]
 
 
+#: Values for the parameters without a default (the ones `sam deploy --guided` asks for).
+REQUIRED_PARAMETERS = {"SecretId": "binance/collector"}
+
+
+def _parameter_values(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    """Every parameter's value as CloudFormation passes it: the defaults, these overrides, lists split."""
+    values: dict[str, Any] = {}
+    for name, parameter in template["Parameters"].items():
+        raw = {**REQUIRED_PARAMETERS, **overrides}.get(name, parameter.get("Default"))
+        assert raw is not None, f"parameter {name} has no default: add it to REQUIRED_PARAMETERS"
+        values[name] = str(raw).split(",") if parameter["Type"] == "CommaDelimitedList" and raw is not None else raw
+    return values
+
+
+def _evaluate(node: Any, values: dict[str, Any], conditions: dict[str, Any]) -> Any:
+    """The value of a condition or rule expression (the intrinsic functions this template uses in them)."""
+    if not isinstance(node, dict):
+        return node
+    ((function, argument),) = node.items()
+
+    def evaluate(item: Any) -> Any:
+        return _evaluate(item, values, conditions)
+
+    match function:
+        case "Ref":
+            return values[argument]
+        case "Condition":
+            return evaluate(conditions[argument])
+        case "Fn::Equals":
+            return evaluate(argument[0]) == evaluate(argument[1])
+        case "Fn::Not":
+            return not evaluate(argument[0])
+        case "Fn::And":
+            return all(evaluate(item) for item in argument)
+        case "Fn::Or":
+            return any(evaluate(item) for item in argument)
+        case "Fn::Join":
+            return argument[0].join(evaluate(argument[1]))
+        case "Fn::Split":
+            return evaluate(argument[1]).split(argument[0])
+        case "Fn::Select":
+            return evaluate(argument[1])[int(argument[0])]
+        case "Fn::EachMemberEquals":
+            return all(member == evaluate(argument[1]) for member in evaluate(argument[0]))
+    raise AssertionError(f"{function} is not evaluated by these tests")
+
+
+def _resolve_branches(node: Any, truth: dict[str, bool]) -> Any:
+    """The template tree with every Fn::If decided and AWS::NoValue dropped."""
+    if isinstance(node, list):
+        resolved = [_resolve_branches(item, truth) for item in node]
+        return [item for item in resolved if item != {"Ref": "AWS::NoValue"}]
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            condition, when_true, when_false = node["Fn::If"]
+            return _resolve_branches(when_true if truth[condition] else when_false, truth)
+        resolved = {key: _resolve_branches(value, truth) for key, value in node.items()}
+        return {key: value for key, value in resolved.items() if value != {"Ref": "AWS::NoValue"}}
+    return node
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What CloudFormation creates for one set of parameter values: resources and outputs, conditions decided."""
+
+    resources: dict[str, dict[str, Any]]
+    outputs: dict[str, dict[str, Any]]
+    conditions: dict[str, bool]
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {name: r for name, r in self.resources.items() if r["Type"] == resource_type}
+
+    def types(self, prefix: str) -> list[str]:
+        return sorted(r["Type"] for r in self.resources.values() if r["Type"].startswith(prefix))
+
+
+def _deploy(template: dict[str, Any], **overrides: str) -> Deployed:
+    values = _parameter_values(template, overrides)
+    conditions = template["Conditions"]
+    truth = {name: bool(_evaluate(expression, values, conditions)) for name, expression in conditions.items()}
+
+    def kept(entry: dict[str, Any]) -> bool:
+        return "Condition" not in entry or truth[entry["Condition"]]
+
+    resources = {name: r for name, r in template["Resources"].items() if kept(r)}
+    outputs = {name: o for name, o in template["Outputs"].items() if kept(o)}
+    return Deployed(_resolve_branches(resources, truth), _resolve_branches(outputs, truth), truth)
+
+
+def _failed_rules(template: dict[str, Any], **overrides: str) -> list[str]:
+    """The assertion descriptions of the template's Rules that refuse these parameter values."""
+    values = _parameter_values(template, overrides)
+    failed = []
+    for rule in template["Rules"].values():
+        if _evaluate(rule.get("RuleCondition", True), values, {}):
+            failed += [a["AssertDescription"] for a in rule["Assertions"] if not _evaluate(a["Assert"], values, {})]
+    return failed
+
+
 def _strings(value: Any) -> list[str]:
     """Every string inside an intrinsic-function tree (the literal parts of Fn::Sub, Fn::If branches...)."""
     if isinstance(value, str):
@@ -212,16 +311,92 @@ def test_parameters_have_safe_defaults(template: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- schedule
 
 
-def test_schedule_is_a_classic_eventbridge_rule(function: dict[str, Any]) -> None:
-    events = function["Events"]
-    assert len(events) == 1
-    (event,) = events.values()
-    assert event["Type"] == "Schedule", "an EventBridge rule: its event carries the id and time used for dedup"
-    properties = event["Properties"]
-    assert properties["Schedule"] == {"Ref": "ScheduleExpression"}
+SCHEDULE_ID = "CollectionSchedule"
+SCHEDULER_ROLE_ID = "SchedulerRole"
+SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+
+
+def _scheduler_delivery(resources: dict[str, Any], scheduled_time: str, execution_id: str, attempt: int) -> Any:
+    """The event the function receives for one delivery attempt: the target input with EventBridge Scheduler's
+    context attributes and CloudFormation's pseudo parameters substituted, as AWS does."""
+    text = resources[SCHEDULE_ID]["Properties"]["Target"]["Input"]["Fn::Sub"]
+    assert isinstance(text, str), "the input is a template of pseudo parameters and context attributes only"
+    arn = "arn:aws:scheduler:eu-west-1:123456789012:schedule/default/collector-CollectionSchedule-1A2B3C"
+    for placeholder, value in {
+        "${AWS::AccountId}": "123456789012",
+        "${AWS::Region}": "eu-west-1",
+        "<aws.scheduler.scheduled-time>": scheduled_time,
+        "<aws.scheduler.schedule-arn>": arn,
+        "<aws.scheduler.execution-id>": execution_id,
+        "<aws.scheduler.attempt-number>": str(attempt),
+    }.items():
+        text = text.replace(placeholder, value)
+    assert "${" not in text and "<aws." not in text, text
+    return json.loads(text)
+
+
+def test_schedule_is_an_eventbridge_scheduler_schedule(function: dict[str, Any], resources: dict[str, Any]) -> None:
+    assert "Events" not in function, "the schedule is a standalone AWS::Scheduler::Schedule (docs/schedule.md)"
+    (schedule_id,) = [name for name, r in resources.items() if r["Type"] == "AWS::Scheduler::Schedule"]
+    assert schedule_id == SCHEDULE_ID
+    properties = resources[SCHEDULE_ID]["Properties"]
+    assert properties["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert properties["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
     assert properties["State"] == {"Fn::If": ["IsScheduleEnabled", "ENABLED", "DISABLED"]}
-    # The function needs the rule's own event (id, time); a constant Input would replace it.
-    assert not {"Input", "InputPath", "Enabled"} & set(properties)
+    assert properties["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    target = properties["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": [SCHEDULER_ROLE_ID, "Arn"]}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 600}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [QUEUE_ID, "Arn"]}}
+
+
+def test_scheduler_role_may_only_invoke_the_function_and_dead_letter(resources: dict[str, Any]) -> None:
+    role = resources[SCHEDULER_ROLE_ID]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert "ManagedPolicyArns" not in role
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    assert sorted((_actions(s)[0], json.dumps(s["Resource"])) for s in statements) == [
+        ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": [FUNCTION_ID, "Arn"]})),
+        ("sqs:SendMessage", json.dumps({"Fn::GetAtt": [QUEUE_ID, "Arn"]})),
+    ]
+    assert all(len(_actions(s)) == 1 for s in statements)
+
+
+def test_scheduler_delivers_the_scheduled_event_shape_the_function_accepts(resources: dict[str, Any]) -> None:
+    events = pytest.importorskip("auto_collector.events", reason="handler package not importable")
+    delivered = _scheduler_delivery(resources, "2026-12-01T04:05:00Z", "d32c5kddcf5bb8c3", 1)
+    assert set(delivered) == set(json.loads((REPO / "events" / "scheduled.json").read_text()))
+    invocation = events.parse_event(delivered)
+    assert invocation.trigger == "schedule" and not invocation.dry_run
+    assert (invocation.event_id, invocation.scheduled_time) == ("2026-12-01T04:05:00Z", "2026-12-01T04:05:00Z")
+    assert delivered["resources"] == [
+        "arn:aws:scheduler:eu-west-1:123456789012:schedule/default/collector-CollectionSchedule-1A2B3C"
+    ]
+
+
+def test_every_attempt_at_one_tick_carries_one_id_and_every_tick_its_own(resources: dict[str, Any]) -> None:
+    """AWS documents the execution id as assigned to "each attempted invocation" (with a separate attempt
+    counter), so a retry may carry a new one: the id is the tick's scheduled time, the same for every attempt."""
+    first = _scheduler_delivery(resources, "2026-12-01T04:05:00Z", "d32c5kddcf5bb8c3", 1)
+    retried = _scheduler_delivery(resources, "2026-12-01T04:05:00Z", "a91f00c2be7d4e15", 2)
+    next_tick = _scheduler_delivery(resources, "2026-12-01T04:10:00Z", "0b7e6c1d2f3a4b5c", 1)
+    assert first == retried
+    assert first["id"] != next_tick["id"]
+    assert SCHEDULED_TIME in resources[SCHEDULE_ID]["Properties"]["Target"]["Input"]["Fn::Sub"]
+
+
+def test_a_repeated_scheduler_delivery_is_refused_by_the_function(resources: dict[str, Any], deployment: Any) -> None:
+    """Duplicate-delivery safety end to end: the function (moto's server, the exchange emulator) collects once
+    per tick, however many times EventBridge Scheduler or Lambda's asynchronous queue delivers it."""
+    first = deployment.invoke(_scheduler_delivery(resources, "2026-12-01T04:05:00Z", "d32c5kddcf5bb8c3", 1))
+    again = deployment.invoke(_scheduler_delivery(resources, "2026-12-01T04:05:00Z", "a91f00c2be7d4e15", 2))
+    next_tick = deployment.invoke(_scheduler_delivery(resources, "2026-12-01T04:10:00Z", "0b7e6c1d2f3a4b5c", 1))
+    assert (first["status"], again["status"], next_tick["status"]) == ("collected", "duplicate", "collected")
+    accepted = [r for r in deployment.exchange.requests("/sapi/v1/portfolio/auto-collection") if r.status == 200]
+    assert len(accepted) == 2
 
 
 def test_no_lambda_retries_and_failures_go_to_an_encrypted_queue(
@@ -267,24 +442,160 @@ def test_table_shape_and_protection(resources: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- IAM
 
 
-def test_vpc_is_optional_and_brings_only_the_network_interface_policy(
-    function: dict[str, Any], resources: dict[str, Any], template: dict[str, Any]
-) -> None:
-    assert function["VpcConfig"] == {
-        "Fn::If": [
-            "HasVpc",
-            {"SubnetIds": {"Ref": "VpcSubnetIds"}, "SecurityGroupIds": {"Ref": "VpcSecurityGroupIds"}},
-            {"Ref": "AWS::NoValue"},
-        ]
-    }
+VPC_ACCESS_POLICY = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}
+EXISTING_VPC = {
+    "VpcSubnetIds": "subnet-0aaa1111bbbb2222c,subnet-0ddd3333eeee4444f",
+    "VpcSecurityGroupIds": "sg-0123456789abcdef0",
+}
+
+
+def test_egress_mode_parameter(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["EgressMode"]
+    assert parameter["AllowedValues"] == ["Shared", "StaticIp", "ExistingVpc"]
+    assert parameter["Default"] == "Shared", "the default deployment stays what it was: no VPC, no NAT"
     assert template["Parameters"]["VpcSubnetIds"]["Default"] == ""
-    managed = resources[ROLE_ID]["Properties"]["ManagedPolicyArns"]
-    conditions = {entry["Fn::If"][0]: entry["Fn::If"][1] for entry in managed}
-    assert conditions == {
-        "IsTracingEnabled": {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"},
-        "HasVpc": {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"},
+    assert template["Parameters"]["VpcSecurityGroupIds"]["Default"] == ""
+
+
+def test_shared_egress_creates_no_network(template: dict[str, Any]) -> None:
+    deployed = _deploy(template)
+    assert deployed.types("AWS::EC2::") == []
+    function = deployed.resources[FUNCTION_ID]["Properties"]
+    assert "VpcConfig" not in function
+    assert VPC_ACCESS_POLICY not in deployed.resources[ROLE_ID]["Properties"]["ManagedPolicyArns"]
+    assert "EgressIp" not in deployed.outputs
+
+
+def test_existing_vpc_egress_uses_the_given_subnets_and_creates_no_network(template: dict[str, Any]) -> None:
+    deployed = _deploy(template, EgressMode="ExistingVpc", **EXISTING_VPC)
+    assert deployed.types("AWS::EC2::") == []
+    assert deployed.conditions["IsEgressExistingVpc"] and not deployed.conditions["IsEgressStaticIp"]
+    assert deployed.resources[FUNCTION_ID]["Properties"]["VpcConfig"] == {
+        "SubnetIds": {"Ref": "VpcSubnetIds"},
+        "SecurityGroupIds": {"Ref": "VpcSecurityGroupIds"},
     }
-    assert all(entry["Fn::If"][2] == {"Ref": "AWS::NoValue"} for entry in managed)
+    assert VPC_ACCESS_POLICY in deployed.resources[ROLE_ID]["Properties"]["ManagedPolicyArns"]
+    assert "EgressIp" not in deployed.outputs
+
+
+def test_static_ip_egress_creates_what_the_function_needs_and_nothing_more(template: dict[str, Any]) -> None:
+    deployed = _deploy(template, EgressMode="StaticIp")
+    # One NAT gateway with one Elastic IP; no interface endpoint (Secrets Manager goes through the NAT, which
+    # costs less than an endpoint's hourly charge); no NAT instance, no flow logs, nothing else.
+    assert deployed.types("AWS::EC2::") == sorted(
+        ["AWS::EC2::VPC", "AWS::EC2::InternetGateway", "AWS::EC2::VPCGatewayAttachment", "AWS::EC2::EIP"]
+        + ["AWS::EC2::NatGateway", "AWS::EC2::SecurityGroup", "AWS::EC2::VPCEndpoint"]
+        + ["AWS::EC2::Subnet"] * 3
+        + ["AWS::EC2::RouteTable"] * 2
+        + ["AWS::EC2::Route"] * 2
+        + ["AWS::EC2::SubnetRouteTableAssociation"] * 3
+    )
+    assert VPC_ACCESS_POLICY in deployed.resources[ROLE_ID]["Properties"]["ManagedPolicyArns"]
+    assert deployed.outputs["EgressIp"]["Value"] == {"Fn::GetAtt": ["EgressElasticIp", "PublicIp"]}
+
+
+def test_static_ip_function_runs_in_private_subnets_behind_the_one_nat(template: dict[str, Any]) -> None:
+    deployed = _deploy(template, EgressMode="StaticIp")
+    ((nat_id, nat),) = deployed.of_type("AWS::EC2::NatGateway").items()
+    ((eip_id, eip),) = deployed.of_type("AWS::EC2::EIP").items()
+    assert nat["Properties"]["AllocationId"] == {"Fn::GetAtt": [eip_id, "AllocationId"]}
+    assert eip["Properties"]["Domain"] == "vpc"
+    vpc_config = deployed.resources[FUNCTION_ID]["Properties"]["VpcConfig"]
+    routes = {
+        r["Properties"]["RouteTableId"]["Ref"]: r["Properties"] for r in deployed.of_type("AWS::EC2::Route").values()
+    }
+    table_of = {
+        a["Properties"]["SubnetId"]["Ref"]: a["Properties"]["RouteTableId"]["Ref"]
+        for a in deployed.of_type("AWS::EC2::SubnetRouteTableAssociation").values()
+    }
+    subnets = deployed.of_type("AWS::EC2::Subnet")
+    # The function's subnets: private, in two zones, default route to the NAT gateway.
+    private = [s["Ref"] for s in vpc_config["SubnetIds"]]
+    assert len(private) == 2
+    assert {json.dumps(subnets[s]["Properties"]["AvailabilityZone"]) for s in private} == {
+        json.dumps({"Fn::Select": [0, {"Fn::GetAZs": ""}]}),
+        json.dumps({"Fn::Select": [1, {"Fn::GetAZs": ""}]}),
+    }
+    for subnet in private:
+        assert subnets[subnet]["Properties"]["MapPublicIpOnLaunch"] is False
+        route = routes[table_of[subnet]]
+        assert (route["DestinationCidrBlock"], route["NatGatewayId"]) == ("0.0.0.0/0", {"Ref": nat_id})
+    # The NAT gateway's subnet is the only one routed to the internet gateway.
+    public = nat["Properties"]["SubnetId"]["Ref"]
+    assert public not in private and set(subnets) == {public, *private}
+    public_route = routes[table_of[public]]
+    (igw_id,) = deployed.of_type("AWS::EC2::InternetGateway")
+    assert (public_route["DestinationCidrBlock"], public_route["GatewayId"]) == ("0.0.0.0/0", {"Ref": igw_id})
+    assert subnets[public]["Properties"]["MapPublicIpOnLaunch"] is False
+
+
+def test_static_ip_security_group_lets_out_https_only(template: dict[str, Any]) -> None:
+    deployed = _deploy(template, EgressMode="StaticIp")
+    (group_id, group) = next(iter(deployed.of_type("AWS::EC2::SecurityGroup").items()))
+    assert deployed.resources[FUNCTION_ID]["Properties"]["VpcConfig"]["SecurityGroupIds"] == [{"Ref": group_id}]
+    properties = group["Properties"]
+    assert "SecurityGroupIngress" not in properties
+    assert [{k: v for k, v in rule.items() if k != "Description"} for rule in properties["SecurityGroupEgress"]] == [
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0"}
+    ]
+    assert not deployed.of_type("AWS::EC2::SecurityGroupIngress")
+    assert not deployed.of_type("AWS::EC2::SecurityGroupEgress")
+
+
+def test_static_ip_dynamodb_goes_through_a_gateway_endpoint_scoped_to_the_table(template: dict[str, Any]) -> None:
+    deployed = _deploy(template, EgressMode="StaticIp")
+    (endpoint,) = deployed.of_type("AWS::EC2::VPCEndpoint").values()
+    properties = endpoint["Properties"]
+    assert properties["VpcEndpointType"] == "Gateway"  # free; an Interface endpoint is billed by the hour
+    assert properties["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.dynamodb"}
+    private_tables = {
+        json.dumps(r["Properties"]["RouteTableId"])
+        for r in deployed.of_type("AWS::EC2::Route").values()
+        if "NatGatewayId" in r["Properties"]
+    }
+    assert {json.dumps(table) for table in properties["RouteTableIds"]} == private_tables
+    (statement,) = properties["PolicyDocument"]["Statement"]
+    assert sorted(_actions(statement)) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert statement["Resource"] == {"Fn::GetAtt": [TABLE_ID, "Arn"]}
+
+
+def test_static_ip_schedule_waits_for_the_network_path(template: dict[str, Any]) -> None:
+    """A tick before the NAT route exists would fail: the schedule depends on it (conditionally, via a handle)."""
+    deployed = _deploy(template, EgressMode="StaticIp")
+    schedule = deployed.resources[SCHEDULE_ID]
+    handle = deployed.resources[schedule["DependsOn"]]
+    assert handle["Type"] == "AWS::CloudFormation::WaitConditionHandle"
+    waited = {value["Ref"] for value in handle["Metadata"].values()}
+    nat_routes = {n for n, r in deployed.of_type("AWS::EC2::Route").items() if "NatGatewayId" in r["Properties"]}
+    associations = set(deployed.of_type("AWS::EC2::SubnetRouteTableAssociation"))
+    private_associations = {
+        n
+        for n in associations
+        if deployed.resources[n]["Properties"]["RouteTableId"]["Ref"] != "EgressPublicRouteTable"
+    }
+    assert waited == nat_routes | private_associations | set(deployed.of_type("AWS::EC2::VPCEndpoint"))
+    shared = _deploy(template)
+    assert set(shared.resources[schedule["DependsOn"]]["Metadata"].values()) == {""}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        ({}, False),
+        ({"EgressMode": "StaticIp"}, False),
+        ({"EgressMode": "ExistingVpc", **EXISTING_VPC}, False),
+        # A stack from before EgressMode existed, updated with its subnets and the default mode: refused, not
+        # silently moved off its whitelisted address.
+        (EXISTING_VPC, True),
+        ({"EgressMode": "StaticIp", **EXISTING_VPC}, True),
+        ({"EgressMode": "ExistingVpc"}, True),
+        ({"EgressMode": "ExistingVpc", "VpcSubnetIds": EXISTING_VPC["VpcSubnetIds"]}, True),
+    ],
+)
+def test_rules_refuse_vpc_parameters_that_do_not_match_the_mode(
+    template: dict[str, Any], overrides: dict[str, str], refused: bool
+) -> None:
+    assert bool(_failed_rules(template, **overrides)) is refused
 
 
 def test_role_is_assumable_by_lambda_only(resources: dict[str, Any]) -> None:
@@ -405,26 +716,40 @@ def _math_alarm_metrics(alarm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["Id"]: m for m in alarm.get("Metrics", [])}
 
 
+COMPOSITE_ID = "CollectorNeedsAttentionAlarm"
+TRADING_ALARM_ID = "TradingPermissionExpiringAlarm"
+
+
+def _composite_alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::CompositeAlarm"}
+
+
 @pytest.mark.parametrize(
-    ("namespace", "metric", "operator", "missing"),
+    ("namespace", "metric", "statistic"),
     [
-        ("AWS/Lambda", "Errors", "GreaterThanOrEqualToThreshold", "notBreaching"),
-        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "GreaterThanOrEqualToThreshold", "notBreaching"),
-        (NAMESPACE, "BudgetExhausted", "GreaterThanOrEqualToThreshold", "notBreaching"),
-        (NAMESPACE, "CollectionFailed", "GreaterThanOrEqualToThreshold", "notBreaching"),
-        (NAMESPACE, "BackingOff", "GreaterThanOrEqualToThreshold", "notBreaching"),
+        ("AWS/Lambda", "Errors", "Sum"),
+        # Arrivals, not depth: an unpurged queue must not hold the composite alarm in ALARM for 14 days.
+        ("AWS/SQS", "NumberOfMessagesSent", "Sum"),
+        (NAMESPACE, "BudgetExhausted", "Sum"),
+        (NAMESPACE, "CollectionFailed", "Sum"),
+        (NAMESPACE, "BackingOff", "Sum"),
     ],
 )
-def test_alarm_exists_and_notifies_the_topic(
-    resources: dict[str, Any], namespace: str, metric: str, operator: str, missing: str
+def test_failure_alarm_exists_and_feeds_the_composite_alarm_only(
+    resources: dict[str, Any], namespace: str, metric: str, statistic: str
 ) -> None:
-    matching = [a for a in _single_metric_alarms(resources) if (a["Namespace"], a["MetricName"]) == (namespace, metric)]
+    matching = [
+        (name, a)
+        for name, a in _alarms(resources).items()
+        if (a.get("Namespace"), a.get("MetricName")) == (namespace, metric)
+    ]
     assert len(matching) == 1, f"one alarm on {namespace}/{metric}"
-    (alarm,) = matching
-    assert alarm["AlarmActions"] == [{"Ref": TOPIC_ID}]
+    ((name, alarm),) = matching
+    assert not {"AlarmActions", "OKActions", "InsufficientDataActions"} & set(alarm), "the composite alarm notifies"
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == (statistic, 300, 1)
     assert alarm["Threshold"] == 1
-    assert alarm["ComparisonOperator"] == operator
-    assert alarm["TreatMissingData"] == missing
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["TreatMissingData"] == "notBreaching"
     dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
     expected = {
         "AWS/Lambda": {"FunctionName": {"Ref": FUNCTION_ID}},
@@ -432,31 +757,72 @@ def test_alarm_exists_and_notifies_the_topic(
         NAMESPACE: {"service": SERVICE},
     }[namespace]
     assert dimensions == expected
+    for rule in resources[COMPOSITE_ID]["Properties"]["AlarmRule"]["Fn::If"][1:]:
+        assert f'ALARM("${{{name}.Arn}}")' in rule["Fn::Sub"]
 
 
-def test_no_success_alarm_spans_hours_and_is_muted_with_the_schedule(resources: dict[str, Any]) -> None:
-    (alarm,) = [a for a in _alarms(resources).values() if "succeeded" in _math_alarm_metrics(a)]
+def test_no_success_alarm_spans_hours_and_is_left_out_of_the_composite_while_paused(
+    resources: dict[str, Any],
+) -> None:
+    ((name, alarm),) = [(n, a) for n, a in _alarms(resources).items() if "succeeded" in _math_alarm_metrics(a)]
     metrics = _math_alarm_metrics(alarm)
     # Healthy runs are successful collections plus runs that found nothing to collect.
     assert metrics["healthy"]["Expression"] == "FILL(succeeded, 0) + FILL(empty, 0)"
     assert metrics["healthy"]["ReturnData"] is True
-    for metric_id, name in (("succeeded", "CollectionSucceeded"), ("empty", "NothingToCollect")):
+    for metric_id, metric_name in (("succeeded", "CollectionSucceeded"), ("empty", "NothingToCollect")):
         stat = metrics[metric_id]["MetricStat"]
-        assert stat["Metric"]["Namespace"] == NAMESPACE and stat["Metric"]["MetricName"] == name
+        assert stat["Metric"]["Namespace"] == NAMESPACE and stat["Metric"]["MetricName"] == metric_name
         assert stat["Metric"]["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
         assert (stat["Period"], stat["Stat"]) == (3600, "Sum")
     assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["TreatMissingData"] == "breaching"
-    assert alarm["AlarmActions"] == [{"Ref": TOPIC_ID}]
     assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == {"Ref": "NoSuccessAlarmHours"}
-    assert alarm["ActionsEnabled"] == {"Fn::If": ["IsScheduleEnabled", True, False]}
+    assert not {"AlarmActions", "OKActions"} & set(alarm)
+    condition, when_enabled, when_paused = resources[COMPOSITE_ID]["Properties"]["AlarmRule"]["Fn::If"]
+    assert condition == "IsScheduleEnabled"
+    assert f'ALARM("${{{name}.Arn}}")' in when_enabled["Fn::Sub"]
+    assert name not in when_paused["Fn::Sub"], "a paused schedule succeeds at nothing: no alarm for that"
 
 
-def test_every_alarm_notifies_the_topic(resources: dict[str, Any]) -> None:
-    alarms = _alarms(resources)
-    assert len(alarms) == 6
-    for alarm in alarms.values():
-        assert alarm["AlarmActions"] == [{"Ref": TOPIC_ID}]
+def test_one_failure_sends_one_email(resources: dict[str, Any]) -> None:
+    """Every alarm of a failing collection feeds one composite alarm, the only one that notifies for them."""
+    composites = _composite_alarms(resources)
+    assert list(composites) == [COMPOSITE_ID]
+    composite = composites[COMPOSITE_ID]
+    assert composite["AlarmActions"] == [{"Ref": TOPIC_ID}]
+    assert composite["ActionsEnabled"] is True
+    assert "OKActions" not in composite, "one e-mail per incident"
+    when_enabled = composite["AlarmRule"]["Fn::If"][1]["Fn::Sub"]
+    referenced = set(re.findall(r'ALARM\("\$\{(\w+)\.Arn\}"\)', when_enabled))
+    assert referenced == set(_alarms(resources)) - {TRADING_ALARM_ID}
+    for rule in composite["AlarmRule"]["Fn::If"][1:]:
+        assert re.fullmatch(r'ALARM\("\$\{\w+\.Arn\}"\)( OR ALARM\("\$\{\w+\.Arn\}"\))*', rule["Fn::Sub"])
+
+
+def test_notifying_alarms_are_the_composite_and_the_trading_permission_alarm(resources: dict[str, Any]) -> None:
+    notifying = {
+        name
+        for name, alarm in {**_alarms(resources), **_composite_alarms(resources)}.items()
+        if alarm.get("AlarmActions")
+    }
+    assert notifying == {COMPOSITE_ID, TRADING_ALARM_ID}
+    assert resources[TRADING_ALARM_ID]["Properties"]["AlarmActions"] == [{"Ref": TOPIC_ID}]
+
+
+def test_trading_permission_alarm_fires_at_seven_days_or_fewer_for_any_account(resources: dict[str, Any]) -> None:
+    alarm = _alarms(resources)[TRADING_ALARM_ID]
+    (query,) = alarm["Metrics"]
+    assert query["ReturnData"] is True and query["Period"] == 3600
+    # A Metrics Insights query over the function's metric: every account of this stack (the function emits the
+    # days left with the dimensions service = stack name and account), the fewest days left of any.
+    expression = " ".join(query["Expression"]["Fn::Sub"].split())
+    assert expression == (
+        'SELECT MIN(TradingPermissionDaysLeft) FROM SCHEMA("FundAutoCollector", account, service) '
+        "WHERE service = '${AWS::StackName}'"
+    )
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (7, "LessThanOrEqualToThreshold")
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 1
+    assert alarm["TreatMissingData"] == "notBreaching"
 
 
 def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
@@ -465,7 +831,7 @@ def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
     assert isinstance(body, str)
     placeholders = set(re.findall(r"\$\{([^}]+)\}", body))
     allowed = {"AWS::Region", "AWS::StackName", FUNCTION_ID, LOG_GROUP_ID, f"{QUEUE_ID}.QueueName"} | {
-        f"{name}.Arn" for name in _alarms(resources)
+        f"{name}.Arn" for name in {**_alarms(resources), **_composite_alarms(resources)}
     }
     assert placeholders <= allowed, placeholders - allowed
     document: dict[str, Any] = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
@@ -474,19 +840,24 @@ def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
 
 def test_dashboard_body_is_json_with_the_expected_widgets(resources: dict[str, Any]) -> None:
     widgets = _dashboard(resources)["widgets"]
-    metrics_shown = {
-        (line[0], line[1]) for w in widgets if w["type"] == "metric" for line in w["properties"]["metrics"]
-    }
+    lines = [line for w in widgets if w["type"] == "metric" for line in w["properties"]["metrics"]]
+    metric_lines = [line for line in lines if isinstance(line[0], str)]
+    metrics_shown = {(line[0], line[1]) for line in metric_lines}
     assert {(NAMESPACE, m) for m in CUSTOM_METRICS} <= metrics_shown
     assert {("AWS/Lambda", "Errors"), ("AWS/Lambda", "Duration")} <= metrics_shown
-    for widget in widgets:
-        if widget["type"] == "metric":
-            for line in widget["properties"]["metrics"]:
-                if line[0] == NAMESPACE:
-                    assert line[2:4] == ["service", "x"], line  # "${AWS::StackName}", substituted above
+    for line in metric_lines:
+        if line[0] == NAMESPACE:
+            assert line[2:4] == ["service", "x"], line  # "${AWS::StackName}", substituted above
+    # The days left per account: the alarm's own query, one line per account.
+    queries = [line[0]["expression"] for line in lines if isinstance(line[0], dict)]
+    assert queries == [
+        'SELECT MIN(TradingPermissionDaysLeft) FROM SCHEMA("FundAutoCollector", account, service) '
+        "WHERE service = 'x' GROUP BY account"
+    ]
     alarm_widgets = [w for w in widgets if w["type"] == "alarm"]
     assert len(alarm_widgets) == 1
-    assert len(alarm_widgets[0]["properties"]["alarms"]) == len(_alarms(resources))
+    shown = alarm_widgets[0]["properties"]["alarms"]
+    assert len(shown) == len(_alarms(resources)) + len(_composite_alarms(resources))
 
 
 def test_outputs(template: dict[str, Any]) -> None:
