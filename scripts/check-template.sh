@@ -53,22 +53,25 @@ check() { # name, command...
 }
 
 # checkov reads conditions with the parameters' defaults, so resources of a non-default mode would go unchecked:
-# each EgressMode is checked in a copy of the template whose defaults select it (ExistingVpc with sample ids).
+# each EgressMode is checked in a copy of the template whose defaults select it (ExistingVpc with sample ids),
+# and the StaticIp copy also selects Mode=FanOut, so the fan-out resources are checked too.
 variants=$(mktemp -d)
 trap 'rm -f "$log"; rm -rf "$variants"' EXIT
 with_default() { # parameter, value: sed program setting that parameter's Default
   echo "/^  $1:\$/,/^    Default:/ s|^    Default: .*|    Default: \"$2\"|"
 }
-sed -e "$(with_default EgressMode StaticIp)" "$TEMPLATE" >"$variants/StaticIp.yaml"
+sed -e "$(with_default EgressMode StaticIp)" -e "$(with_default Mode FanOut)" "$TEMPLATE" >"$variants/StaticIp.yaml"
 sed -e "$(with_default EgressMode ExistingVpc)" -e "$(with_default VpcSubnetIds subnet-0123456789abcdef0)" \
   -e "$(with_default VpcSecurityGroupIds sg-0123456789abcdef0)" "$TEMPLATE" >"$variants/ExistingVpc.yaml"
 for mode in StaticIp ExistingVpc; do
   grep -q "^    Default: \"$mode\"$" "$variants/$mode.yaml" || { echo "FAIL could not select EgressMode $mode"; failed=1; }
 done
+grep -q '^    Default: "FanOut"$' "$variants/StaticIp.yaml" || { echo "FAIL could not select Mode FanOut"; failed=1; }
 
 for variant in "$TEMPLATE" "$variants/StaticIp.yaml" "$variants/ExistingVpc.yaml"; do
   label=""
   [[ $variant == "$TEMPLATE" ]] || label=" (EgressMode=$(basename "$variant" .yaml))"
+  [[ $variant != "$variants/StaticIp.yaml" ]] || label=" (EgressMode=StaticIp, Mode=FanOut)"
   check "cfn-lint$label" "$TOOLS/bin/cfn-lint" "$variant"
   check "sam validate$label" "$TOOLS/bin/sam" validate --template-file "$variant" --region eu-west-1
   check "sam validate --lint$label" "$TOOLS/bin/sam" validate --lint --template-file "$variant" --region eu-west-1

@@ -51,6 +51,8 @@ CONTRACT_VARIABLES = {
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_TRACE_DISABLED",
+    "IP_WEIGHT_PER_MINUTE",
+    "IP_WEIGHT_MAX_WAIT_SECONDS",
 }
 NAMESPACE = "FundAutoCollector"
 #: The metrics' service dimension is the stack name, so two stacks in one account never share alarms.
@@ -101,7 +103,8 @@ def role_statements(resources: dict[str, Any]) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
     for entry in resources[ROLE_ID]["Properties"]["Policies"]:
         policy = entry["Fn::If"][1] if "Fn::If" in entry else entry
-        statements.extend(policy["PolicyDocument"]["Statement"])
+        for statement in policy["PolicyDocument"]["Statement"]:
+            statements.append(statement["Fn::If"][1] if "Fn::If" in statement else statement)
     return statements
 
 
@@ -288,7 +291,7 @@ def test_parameters_have_safe_defaults(template: dict[str, Any]) -> None:
     assert parameters["ScheduleEnabled"]["AllowedValues"] == ["true", "false"]
     budget = parameters["MaxCallsPerHour"]
     assert (budget["Default"], budget["MinValue"], budget["MaxValue"]) == (500, 1, 500)
-    assert parameters["RecvWindowMs"]["Default"] == 5000
+    assert parameters["RecvWindowMs"]["Default"] == 2000
     assert parameters["RecvWindowMs"]["MaxValue"] <= 60000
     assert parameters["AccountLabel"]["Default"] == "default"
     assert parameters["OutcomeRetentionDays"]["Default"] == 90
@@ -345,7 +348,10 @@ def test_schedule_is_an_eventbridge_scheduler_schedule(function: dict[str, Any],
     assert properties["State"] == {"Fn::If": ["IsScheduleEnabled", "ENABLED", "DISABLED"]}
     assert properties["FlexibleTimeWindow"] == {"Mode": "OFF"}
     target = properties["Target"]
-    assert target["Arn"] == {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
+    # The collector itself, or the dispatcher in fan-out mode (tested with the modes below).
+    assert target["Arn"] == {
+        "Fn::If": ["IsFanOut", {"Fn::GetAtt": ["DispatcherFunction", "Arn"]}, {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}]
+    }
     assert target["RoleArn"] == {"Fn::GetAtt": [SCHEDULER_ROLE_ID, "Arn"]}
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 600}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [QUEUE_ID, "Arn"]}}
@@ -359,7 +365,18 @@ def test_scheduler_role_may_only_invoke_the_function_and_dead_letter(resources: 
     assert "ManagedPolicyArns" not in role
     statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
     assert sorted((_actions(s)[0], json.dumps(s["Resource"])) for s in statements) == [
-        ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": [FUNCTION_ID, "Arn"]})),
+        (
+            "lambda:InvokeFunction",
+            json.dumps(
+                {
+                    "Fn::If": [
+                        "IsFanOut",
+                        {"Fn::GetAtt": ["DispatcherFunction", "Arn"]},
+                        {"Fn::GetAtt": [FUNCTION_ID, "Arn"]},
+                    ]
+                }
+            ),
+        ),
         ("sqs:SendMessage", json.dumps({"Fn::GetAtt": [QUEUE_ID, "Arn"]})),
     ]
     assert all(len(_actions(s)) == 1 for s in statements)
@@ -555,7 +572,12 @@ def test_static_ip_dynamodb_goes_through_a_gateway_endpoint_scoped_to_the_table(
     }
     assert {json.dumps(table) for table in properties["RouteTableIds"]} == private_tables
     (statement,) = properties["PolicyDocument"]["Statement"]
-    assert sorted(_actions(statement)) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert sorted(_actions(statement)) == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
     assert statement["Resource"] == {"Fn::GetAtt": [TABLE_ID, "Arn"]}
 
 
@@ -617,11 +639,16 @@ def test_role_has_no_wildcards(role_statements: list[dict[str, Any]]) -> None:
                     assert "*" not in text, statement
 
 
-def test_dynamodb_access_is_exactly_three_item_actions_on_the_table(role_statements: list[dict[str, Any]]) -> None:
+def test_dynamodb_access_is_exactly_four_item_actions_on_the_table(role_statements: list[dict[str, Any]]) -> None:
     dynamodb = [s for s in role_statements if any(a.startswith("dynamodb:") for a in _actions(s))]
     assert len(dynamodb) == 1
     (statement,) = dynamodb
-    assert sorted(_actions(statement)) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert sorted(_actions(statement)) == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
     assert _resources(statement) == [{"Fn::GetAtt": [TABLE_ID, "Arn"]}]
     assert "Condition" not in statement
 
@@ -705,7 +732,12 @@ def test_email_subscription_is_optional(template: dict[str, Any], resources: dic
 
 
 def _alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    """The alarms every deployment has (the fan-out mode's own are tested with the modes)."""
+    return {
+        name: r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and "Condition" not in r
+    }
 
 
 def _single_metric_alarms(resources: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1067,3 +1099,71 @@ def test_the_built_artifact_collects_against_the_local_emulators(
     assert len(accepted) == (0 if expected == "dry_run" else 1)
     (record,) = deployment.outcomes()
     assert record["status"] == expected
+
+
+# --- mode: one function, or a dispatcher fanning out on SQS (issue 9) ---------------------------------------------
+
+
+def test_single_function_mode_has_no_queue_consumer_and_the_schedule_invokes_the_collector(
+    template: dict[str, Any],
+) -> None:
+    deployed = _deploy(template)
+    assert deployed.conditions["IsFanOut"] is False
+    for absent in ("DispatcherFunction", "WorkQueue", "WorkDeadLetterQueue", "WorkQueueMapping", "WorkQueueAgeAlarm"):
+        assert absent not in deployed.resources
+    target = deployed.resources["CollectionSchedule"]["Properties"]["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["CollectorFunction", "Arn"]}
+
+
+def test_fan_out_mode_dispatches_on_the_schedule_and_consumes_the_queue_with_bounded_concurrency(
+    template: dict[str, Any],
+) -> None:
+    deployed = _deploy(template, Mode="FanOut", FanOutMaxConcurrency="3")
+    target = deployed.resources["CollectionSchedule"]["Properties"]["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["DispatcherFunction", "Arn"]}
+    dispatcher = deployed.resources["DispatcherFunction"]["Properties"]
+    assert dispatcher["Handler"] == "auto_collector.dispatcher.lambda_handler"
+    assert dispatcher["Environment"]["Variables"]["QUEUE_URL"] == {"Ref": "WorkQueue"}
+    mapping = deployed.resources["WorkQueueMapping"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    assert mapping["FunctionName"] == {"Ref": "CollectorFunction"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "FanOutMaxConcurrency"}}
+    queue = deployed.resources["WorkQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]}
+    assert queue["VisibilityTimeout"] > 60  # longer than the collector's timeout
+    age = deployed.resources["WorkQueueAgeAlarm"]["Properties"]
+    assert (age["Namespace"], age["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    # The collector may consume exactly its own queue; the dispatcher may only read windows and send work.
+    collector_statements = deployed.resources[ROLE_ID]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (consume,) = [st for st in collector_statements if st["Sid"] == "ConsumeWorkQueue"]
+    assert consume["Resource"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    dispatcher_statements = deployed.resources["DispatcherRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    actions = sorted(str(st["Action"]) for st in dispatcher_statements["Statement"])
+    assert actions == sorted(
+        ["['logs:CreateLogStream', 'logs:PutLogEvents']", "dynamodb:BatchGetItem", "sqs:SendMessage", "sqs:SendMessage"]
+    )
+
+
+def test_ip_weight_parameters_reach_the_collector(template: dict[str, Any], function: dict[str, Any]) -> None:
+    weight = template["Parameters"]["IpWeightPerMinute"]
+    assert (weight["Default"], weight["MinValue"], weight["MaxValue"]) == (12000, 1500, 12000)
+    variables = function["Environment"]["Variables"]
+    assert variables["IP_WEIGHT_PER_MINUTE"] == {"Ref": "IpWeightPerMinute"}
+    assert variables["IP_WEIGHT_MAX_WAIT_SECONDS"] == {"Ref": "IpWeightMaxWaitSeconds"}
+    assert template["Parameters"]["RecvWindowMs"]["Default"] == 2000
+
+
+def test_fan_out_alarms_watch_the_backlog_and_the_dead_letters_and_notify_on_their_own(
+    template: dict[str, Any],
+) -> None:
+    deployed = _deploy(template, Mode="FanOut")
+    for name, metric, queue in (
+        ("WorkQueueAgeAlarm", "ApproximateAgeOfOldestMessage", "WorkQueue"),
+        ("WorkDeadLetterAlarm", "ApproximateNumberOfMessagesVisible", "WorkDeadLetterQueue"),
+    ):
+        alarm = deployed.resources[name]["Properties"]
+        assert alarm["MetricName"] == metric
+        assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+        # A backlog lasts: inside the composite alarm it would hold it in ALARM and mute every new failure.
+        assert alarm["AlarmActions"] == [{"Ref": TOPIC_ID}]
