@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 
 from .collection import Outcome
 from .config import Settings, account_label_from
-from .errors import CollectorError, ConfigurationError, InvalidEventError, WindowStoreError
+from .errors import CollectorError, ConfigurationError, InvalidEventError, UnexpectedError, WindowStoreError, echo
 from .events import Invocation, parse_event
 from .observability import SERVICE
 from .runtime import Runtime, runtime_for
@@ -62,7 +62,9 @@ def _selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
         return settings.labels
     unknown = sorted(set(invocation.accounts) - set(settings.labels))
     if unknown:
-        raise InvalidEventError(f"the event names accounts {unknown} that are not configured; known: {settings.labels}")
+        raise InvalidEventError(
+            f"the event names accounts {echo(unknown)} that are not configured; known: {settings.labels}"
+        )
     return [label for label in settings.labels if label in invocation.accounts]
 
 
@@ -71,7 +73,10 @@ def _run_accounts(
 ) -> list[Outcome]:
     def run_and_record(label: str) -> Outcome:
         # Each account records its own outcome on its own thread: one round trip in all, not one per account.
-        outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms)
+        try:
+            outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms)
+        except Exception as error:  # noqa: BLE001 - not hidden: recorded, then raised as UnexpectedError
+            outcome = _failed_outcome(label, invocation_id, invocation, UnexpectedError(error))
         _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
         return outcome
 

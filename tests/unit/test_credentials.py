@@ -56,7 +56,7 @@ ENCRYPTED = pem(Ed25519PrivateKey.generate(), b"correct horse")
         (json.dumps({"apiKey": "has space", "apiSecret": "x"}), "printable ASCII without spaces"),
         (json.dumps({"apiKey": API_KEY}), "needs 'apiSecret' (HMAC key) or 'privateKey'"),
         (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "privateKey": PRIVATE}), "has both"),
-        (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "extra": 1}), "unknown fields ['extra']"),
+        (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "extra": 1}), "1 unknown field(s) (names not shown)"),
         (json.dumps({"apiKey": API_KEY, "privateKey": "MC4CAQAwBQYDK2VwBCIEI"}), "is not a PEM block"),
         (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE.replace("M", "A", 3)}), "could not be read"),
         (json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED}), "is encrypted; add 'privateKeyPassphrase'"),
