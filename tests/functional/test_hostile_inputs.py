@@ -16,10 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auto_collector.errors import MAX_MESSAGE_CHARS, InvalidEventError, SecretError
-from auto_collector.store import event_key
+from auto_collector.store import WindowStore, event_key
+from auto_collector.window import Duplicate, Grant, WindowPolicy
 from tests.conftest import Deployment
+from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.events import scheduled_event
 from tests.support.hostile import deep_json, hostile_events, hostile_secrets
+from tests.support.table import create_table
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -77,6 +80,28 @@ def test_event_ids_take_a_fixed_size_in_the_window_item(local_deployment: Deploy
     result = local_deployment.invoke(event)
     assert result["status"] == "duplicate"
     assert local_deployment.exchange.accepted_collections() == 1
+
+
+def test_whatever_event_id_reaches_the_store_the_window_item_stays_small(dynamodb_local: DynamoDBLocal) -> None:
+    # Below the event parser: even an id no event may carry takes 32 characters in the item.
+    client, table = dynamodb_local.client(), f"window-{uuid.uuid4().hex[:8]}"
+    create_table(client, table)
+    store, policy, clock = (
+        WindowStore(client, table),
+        WindowPolicy(limit=500, recv_window_ms=5_000),
+        [1_800_000_000_000],
+    )
+    ids = ["e" * 60_000, "\ud800" * 1_000, "f" * 300_000]
+    for event_id in ids:
+        clock[0] += 1_000
+        decision, _ = store.reserve("acct", policy, lambda: clock[0], lambda: 60_000, event_id, "invocation-1")
+        assert isinstance(decision, Grant)
+    item = client.get_item(TableName=table, Key={"pk": {"S": "ACCOUNT#acct"}, "sk": {"S": "WINDOW"}})["Item"]
+    assert sorted(name for name in item if name.startswith("event:")) == sorted(f"event:{event_key(i)}" for i in ids)
+    assert len(json.dumps(item)) < 2_000
+    # a fresh container recognises the redelivery and names it by the id it was given
+    again, _ = WindowStore(client, table).reserve("acct", policy, lambda: clock[0], lambda: 60_000, ids[0], "other")
+    assert isinstance(again, Duplicate) and again.event_id == ids[0] and again.original_invocation_id == "invocation-1"
 
 
 def test_sqs_body_100k_levels_deep_ends_in_a_recorded_error(local_deployment: Deployment) -> None:
