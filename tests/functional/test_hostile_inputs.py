@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from auto_collector.errors import MAX_MESSAGE_CHARS, InvalidEventError, SecretError
@@ -136,11 +136,12 @@ def test_hostile_events_end_in_specific_recorded_errors_and_the_account_still_co
     deployment = local_deployment
 
     @HOSTILE
-    @given(event=hostile_events)
-    def refused(event: object) -> None:
+    @given(hostile=hostile_events())
+    def refused(hostile: object) -> None:
         count_before = len(deployment.outcomes())
         with pytest.raises(InvalidEventError) as raised:
-            deployment.invoke(event)
+            deployment.invoke(hostile)
+        event(str(raised.value)[:36])  # which refusal: shown by --hypothesis-show-statistics
         assert len(str(raised.value)) <= MAX_MESSAGE_CHARS + 10
         record = newest_outcome(deployment, count_before)
         assert record["status"] == "failed" and record["trigger"] == "unknown"
@@ -167,6 +168,7 @@ def test_hostile_secrets_end_in_specific_recorded_errors_that_quote_nothing_of_t
         capsys.readouterr()
         with pytest.raises(SecretError) as raised:
             deployment.invoke({} if trigger == "console" else scheduled_event())
+        event(str(raised.value).split(": ", 1)[-1][:36])
         record = newest_outcome(deployment, count_before)
         assert record["status"] == "failed" and record["error"]["type"] == "secret"
         assert record["reservations"] == []

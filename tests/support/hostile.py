@@ -7,6 +7,9 @@ Every value drawn here must be refused: a strategy never produces an event or se
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from hypothesis import strategies as st
@@ -84,26 +87,40 @@ hostile_sqs_bodies = st.one_of(
     texts,
 )
 
-hostile_events = st.one_of(
-    # a scheduled event with one of the fields the collector reads replaced
-    st.builds(_replace, st.builds(scheduled_event), st.sampled_from(_READ_SCHEDULED_FIELDS), hostile_values),
-    # a scheduled event with an extra key
-    st.builds(
-        _replace, st.builds(scheduled_event), texts.filter(lambda key: key not in _SCHEDULED_KEYS), hostile_values
-    ),
-    # console events
-    hostile_values.map(lambda value: {"dryRun": value}),
-    hostile_values.map(lambda value: {"accounts": value}),
-    st.builds(
-        lambda key, value: {key: value}, texts.filter(lambda key: key not in ("dryRun", "accounts")), hostile_values
-    ),
-    # SQS messages
-    st.builds(_sqs, _message_ids, hostile_sqs_bodies),
-    st.builds(_sqs, hostile_values, st.just('{"account": "default"}')),
-    st.builds(_sqs, _message_ids, hostile_values.filter(lambda value: not isinstance(value, str))),
-    # not an object at all
-    hostile_values.filter(lambda value: not isinstance(value, dict)),
-)
+#: Where a hostile value goes: every place of every accepted event shape the collector reads.
+_PLACES: dict[str, Callable[[Any], object]] = {
+    **{f"scheduled {field}": partial(_replace, scheduled_event(), field) for field in _READ_SCHEDULED_FIELDS},
+    "scheduled extra key": partial(_replace, scheduled_event(), "extra"),
+    "console dryRun": lambda value: {"dryRun": value},
+    "console accounts": lambda value: {"accounts": value},
+    "console extra key": lambda value: {"dryRun": True, "extra": value},
+    "sqs messageId": lambda value: _sqs(value, '{"account": "default"}'),
+    "sqs body": lambda value: _sqs(str(uuid.uuid4()), value),
+    "sqs record": lambda value: {"Records": [value]},
+    "sqs records": lambda value: {"Records": value},
+    "the whole event": lambda value: value,
+}
+
+
+def _place(place: str, value: object) -> object:
+    if place == "the whole event" and isinstance(value, dict):
+        value = {"dryRun": value}  # an object would be a (hostile) console event: still refused, via dryRun
+    return _PLACES[place](value)
+
+
+_KEY_PLACE, _BODY_PLACE = "a hostile key", "a hostile SQS body"
+
+
+@st.composite
+def hostile_events(draw: st.DrawFn) -> object:
+    """One hostile value in one place of an accepted event shape (places drawn evenly), or a hostile key."""
+    place = draw(st.sampled_from([*sorted(_PLACES), _KEY_PLACE, _BODY_PLACE]))
+    if place == _KEY_PLACE:
+        event = draw(st.sampled_from([scheduled_event(), {"dryRun": True}]))
+        return {**event, draw(texts.filter(lambda key: key not in _SCHEDULED_KEYS | {"dryRun", "accounts"})): 1}
+    if place == _BODY_PLACE:
+        return _sqs(str(uuid.uuid4()), draw(hostile_sqs_bodies))
+    return _place(place, draw(hostile_values))
 
 
 # --- secrets ------------------------------------------------------------------------------------------
