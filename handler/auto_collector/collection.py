@@ -35,7 +35,7 @@ from .exchange import AttemptResult, BinanceClient, FuturesBalance
 from .ip_window import ADMISSION_SLACK_MS, BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
 from .observability import SERVICE
 from .outcome import NEVER_COLLECTED, AttemptRecord, Outcome
-from .store import WindowStore
+from .store import WindowStore, decide
 from .window import BackingOff, Decision, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
 logger = Logger(service=SERVICE, child=True)
@@ -171,8 +171,12 @@ class Collector:
         """Read the futures balances first (weight 20); False when the collection must not be sent."""
         state = self._store.read(outcome.account)
         invocation = outcome.invocation
-        decision = self._policy.decide(
-            state, self._exchange.server_now_ms(), invocation.event_id_for(outcome.account), outcome.invocation_id
+        decision = decide(
+            self._policy,
+            state,
+            self._exchange.server_now_ms(),
+            invocation.event_id_for(outcome.account),
+            outcome.invocation_id,
         )
         if not isinstance(decision, Grant):
             # Backing off: the balance call would also go through a 429/418. Budget exhausted or a
@@ -314,7 +318,7 @@ class Collector:
         # What the account window would say on what this process knows: no IP weight is taken for a request the
         # account could not send anyway (budget exhausted, duplicate delivery, back-off).
         known = self._store.known(outcome.account)
-        decision: Decision = self._policy.decide(known, self._exchange.server_now_ms(), event_id, outcome.invocation_id)
+        decision = decide(self._policy, known, self._exchange.server_now_ms(), event_id, outcome.invocation_id)
         state = known
         if isinstance(decision, Grant):
             weight = self._admitted(outcome, COLLECTION_WEIGHT, remaining_ms, turn)

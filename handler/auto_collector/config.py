@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, echo
 from .ip_window import COLLECTION_WEIGHT, EXCHANGE_IP_WEIGHT_PER_MINUTE
 
 #: The exchange's own ceiling for Fund Auto-collection calls per account per rolling hour.
@@ -18,7 +18,8 @@ EXCHANGE_HOURLY_LIMIT = 500
 #: Binance refuses recvWindow values above this (-1131).
 MAX_RECV_WINDOW_MS = 60_000
 
-_ACCOUNT_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: Matched against the whole label (fullmatch): `$` alone would let a trailing newline through.
+_ACCOUNT_LABEL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # The host `sam local invoke` containers use to reach services on the developer's machine.
 _DOCKER_HOST_ALIAS = "host.docker.internal"
 
@@ -88,8 +89,10 @@ def account_label_from(env: Mapping[str, str]) -> str:
 
 
 def _label(label: str, where: str) -> str:
-    if not _ACCOUNT_LABEL.match(label):
-        raise ConfigurationError(f"{where} must be 1-64 characters of letters, digits, '_', '.' or '-', got {label!r}")
+    if not _ACCOUNT_LABEL.fullmatch(label):
+        raise ConfigurationError(
+            f"{where} must be 1-64 characters of letters, digits, '_', '.' or '-', got {echo(label)}"
+        )
     return label
 
 
@@ -105,7 +108,7 @@ def _accounts(env: Mapping[str, str]) -> tuple[AccountConfig, ...]:
     shape = 'ACCOUNTS must be a JSON list like [{"label": "fund-a", "secretId": "binance/fund-a"}]'
     try:
         entries = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, a number too long to read, nesting too deep
         raise ConfigurationError(f"{shape}; it is not valid JSON") from None
     if not isinstance(entries, list) or not entries:
         raise ConfigurationError(f"{shape}; got {type(entries).__name__}")
@@ -125,6 +128,7 @@ def _accounts(env: Mapping[str, str]) -> tuple[AccountConfig, ...]:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ConfigurationError(f"ACCOUNTS has duplicate labels {duplicates}")
+    _refuse_labels_differing_only_by_case(labels)
     return tuple(accounts)
 
 
@@ -136,6 +140,17 @@ def _ip_weight_per_minute(env: Mapping[str, str]) -> int:
             f"set it between {COLLECTION_WEIGHT} and {EXCHANGE_IP_WEIGHT_PER_MINUTE}"
         )
     return limit
+
+
+def _refuse_labels_differing_only_by_case(labels: list[str]) -> None:
+    # Readers (and case-insensitive tools) take "Fund-A" and "fund-a" for one account; the table would not.
+    first_spelling: dict[str, str] = {}
+    for label in labels:
+        other = first_spelling.setdefault(label.casefold(), label)
+        if other != label:
+            raise ConfigurationError(
+                f"ACCOUNTS labels {other!r} and {label!r} differ only by case; give each account a distinct label"
+            )
 
 
 def _balance_check(raw: str) -> BalanceCheck:

@@ -5,7 +5,8 @@ Accepted secret values (JSON):
 - Ed25519 or RSA: ``{"apiKey": "...", "privateKey": "<PEM>", "privateKeyPassphrase": "..."}``
   (passphrase only for an encrypted PEM); the key type is read from the PEM itself.
 
-Error messages say what is wrong with the secret's shape, never what it contains.
+Error messages say what is wrong with the secret's shape, never what it contains: not a character, not a
+position inside a value, not the name of an unknown field (a pasted key can end up as a field name).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class ApiCredentials:
 
 def parse_secret(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
     credentials = _parse(secret_value, secret_id)
-    digest = hashlib.sha256(secret_value.encode() if isinstance(secret_value, str) else b"").hexdigest()[:16]
+    raw = secret_value.encode("utf-8", "surrogatepass") if isinstance(secret_value, str) else b""
+    digest = hashlib.sha256(raw).hexdigest()[:16]
     return replace(credentials, fingerprint=digest)
 
 
@@ -53,11 +55,21 @@ def _parse(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
             f"secret {secret_id!r} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
             'expected {"apiKey": ..., "apiSecret": ...} or {"apiKey": ..., "privateKey": ...}'
         ) from None
+    except RecursionError:
+        raise SecretError(f"secret {secret_id!r} is nested too deeply to read; expected a flat JSON object") from None
+    except ValueError:
+        # Python refuses to read integers of more than 4,300 digits (sys.int_info.default_max_str_digits).
+        raise SecretError(
+            f"secret {secret_id!r} holds a number too long to read; expected a flat JSON object"
+        ) from None
     if not isinstance(document, dict):
         raise SecretError(f"secret {secret_id!r} must be a JSON object, got {type(document).__name__}")
     unknown = sorted(set(document) - _ALLOWED_FIELDS)
     if unknown:
-        raise SecretError(f"secret {secret_id!r} has unknown fields {unknown}; allowed: {sorted(_ALLOWED_FIELDS)}")
+        raise SecretError(
+            f"secret {secret_id!r} has {len(unknown)} unknown field(s) (names not shown); "
+            f"allowed: {sorted(_ALLOWED_FIELDS)}"
+        )
 
     api_key = _text_field(document, "apiKey", secret_id)
     if api_key is None:
@@ -71,6 +83,8 @@ def _parse(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
     if api_secret is not None and private_key is not None:
         raise SecretError(f"secret {secret_id!r} has both 'apiSecret' and 'privateKey'; keep only one")
     if api_secret is not None:
+        if not api_secret.isascii() or not api_secret.isprintable() or any(ch.isspace() for ch in api_secret):
+            raise SecretError(f"secret {secret_id!r}: 'apiSecret' must be printable ASCII without spaces")
         if passphrase is not None:
             raise SecretError(f"secret {secret_id!r}: 'privateKeyPassphrase' only applies to 'privateKey'")
         return ApiCredentials(api_key=api_key, signer=HmacSigner(api_secret))
@@ -85,15 +99,25 @@ def _text_field(document: dict[str, object], name: str, secret_id: str) -> str |
         return None
     if not isinstance(value, str) or not value.strip():
         raise SecretError(f"secret {secret_id!r}: '{name}' must be a non-empty string")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        # The codec's own message would quote the character and its position: say only what is wrong.
+        raise SecretError(
+            f"secret {secret_id!r}: '{name}' holds a lone surrogate (a \\ud800-\\udfff escape) and is not valid text"
+        ) from None
     return value.strip()
 
 
 def _pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
     # Imported here: HMAC users never pay for loading cryptography at cold start.
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+    if not pem.isascii():
+        raise SecretError(f"secret {secret_id!r}: 'privateKey' must be ASCII text (a PEM block)")
     if "-----BEGIN" not in pem:
         raise SecretError(f"secret {secret_id!r}: 'privateKey' is not a PEM block (no '-----BEGIN' line)")
     try:
@@ -105,7 +129,7 @@ def _pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
                 f"secret {secret_id!r}: 'privateKey' is not encrypted, remove 'privateKeyPassphrase'"
             ) from None
         raise SecretError(f"secret {secret_id!r}: 'privateKey' is encrypted; add 'privateKeyPassphrase'") from None
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise SecretError(
             f"secret {secret_id!r}: 'privateKey' could not be read (corrupt PEM, unsupported format "
             "or wrong passphrase)"

@@ -6,12 +6,46 @@ re-raise it with a message that names what is wrong. None of them ever carries k
 
 from __future__ import annotations
 
+import reprlib
+import traceback
+from pathlib import PurePath
+
+#: The most characters of one input an error message quotes: enough to recognise it, never enough to bloat a record.
+ECHO_LIMIT = 120
+#: The longest message any collector error carries (and so the outcome record stores), whatever it quotes.
+MAX_MESSAGE_CHARS = 4_000
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's bounds on depth and length, and no decimal text for huge integers (str() of one raises)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple, self.maxset = 3, 6, 6, 6, 6
+        self.maxstring = self.maxother = limit
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 64:
+            return f"<{x.bit_length()}-bit integer>"
+        return repr(x)
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """repr() of an input for an error message, bounded in length and nesting whatever the input holds."""
+    text = _BoundedRepr(limit).repr(value)
+    return text if len(text) <= limit + 5 else f"{text[:limit]}...(cut)"
+
 
 class CollectorError(Exception):
     """Base of every error the collector raises on purpose."""
 
     #: Short machine-readable name recorded in the outcome's `error.type`.
     kind = "collector_error"
+
+    def __str__(self) -> str:
+        # A final bound: no message, whatever it quotes, can make the outcome record too large to store.
+        text = super().__str__()
+        return text if len(text) <= MAX_MESSAGE_CHARS else f"{text[:MAX_MESSAGE_CHARS]}...(cut)"
 
 
 class ConfigurationError(CollectorError):
@@ -97,3 +131,18 @@ class AccountsFailedError(CollectorError):
         self.failures = failures
         details = "; ".join(f"{account}: {error}" for account, error in failures.items())
         super().__init__(f"{len(failures)} account(s) failed - {details}")
+
+
+class UnexpectedError(CollectorError):
+    """A failure the collector has no specific error for (a bug): recorded like any other, then raised.
+
+    The message names the exception's type and where it was raised, never its text: that text may quote
+    an input or a secret (a UnicodeEncodeError quotes the character it could not encode).
+    """
+
+    kind = "unexpected"
+
+    def __init__(self, error: BaseException) -> None:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" at {PurePath(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        super().__init__(f"unexpected {type(error).__name__}{where}; its text is not shown (it may quote an input)")

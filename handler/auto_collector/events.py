@@ -13,11 +13,12 @@ Accepted:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import InvalidEventError
+from .errors import InvalidEventError, echo
 
 #: "unknown" only labels the outcome of an event that was refused.
 Trigger = Literal["schedule", "console", "sqs", "unknown"]
@@ -27,8 +28,13 @@ _SCHEDULED_EVENT_KEYS = frozenset(
 )
 _CONSOLE_EVENT_KEYS = frozenset({"dryRun", "accounts"})
 _SQS_BODY_KEYS = frozenset({"account", "dryRun", "tick"})
-#: The dispatcher's tick is a scheduled event id (a UUID); anything much longer is not one.
-_MAX_TICK_LENGTH = 128
+#: EventBridge event ids and SQS message ids are both UUIDs; nothing longer or stranger is stored.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+#: EventBridge's `time`, e.g. "2026-11-25T14:00:00Z" (fractions and offsets tolerated).
+_EVENT_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)", re.ASCII)
+#: The longest SQS body read: {"account": <64-character label>, "dryRun": false} fits many times over, and
+#: nothing this short can nest deep enough or hold a number long enough to break the JSON parser.
+MAX_SQS_BODY_CHARS = 1_024
 _ACCEPTED = (
     'accepted events are an EventBridge scheduled event, {}, {"dryRun": true} (either may add '
     '"accounts": [...]) and an SQS batch of {"account": ...} messages'
@@ -73,20 +79,29 @@ def parse_event(event: object) -> Invocation:
 
 
 def _scheduled(event: Mapping[str, object]) -> Invocation:
-    unknown = sorted(set(event) - _SCHEDULED_EVENT_KEYS)
+    unknown = sorted(str(key) for key in set(event) - _SCHEDULED_EVENT_KEYS)
     if unknown:
-        raise InvalidEventError(f"scheduled event has unexpected keys {unknown}; {_ACCEPTED}")
+        raise InvalidEventError(f"scheduled event has unexpected keys {echo(unknown)}; {_ACCEPTED}")
     if event.get("source") != "aws.events" or event.get("detail-type") != "Scheduled Event":
         raise InvalidEventError(
             "only EventBridge scheduled events are accepted "
-            f"(source 'aws.events', detail-type 'Scheduled Event'), got source {event.get('source')!r} "
-            f"and detail-type {event.get('detail-type')!r}"
+            f"(source 'aws.events', detail-type 'Scheduled Event'), got source {echo(event.get('source'))} "
+            f"and detail-type {echo(event.get('detail-type'))}"
         )
     event_id, time = event.get("id"), event.get("time")
     if not isinstance(event_id, str) or not event_id:
         raise InvalidEventError("scheduled event has no 'id' string")
+    if not _is_tick(event_id, console=False):
+        raise InvalidEventError(
+            "scheduled event 'id' must be a UUID (an EventBridge rule's) or the scheduled time (the template's "
+            f"EventBridge Scheduler input), got {echo(event_id)}"
+        )
     if not isinstance(time, str) or not time:
         raise InvalidEventError("scheduled event has no 'time' string")
+    if not _EVENT_TIME.fullmatch(time):
+        raise InvalidEventError(
+            f"scheduled event 'time' must be an ISO 8601 time like 2026-11-25T14:00:00Z, got {echo(time)}"
+        )
     detail = event.get("detail", {})
     if not isinstance(detail, Mapping) or detail:
         raise InvalidEventError("scheduled event 'detail' must be an empty object")
@@ -96,12 +111,12 @@ def _scheduled(event: Mapping[str, object]) -> Invocation:
 def _console(event: Mapping[str, object]) -> Invocation:
     unknown = sorted(str(key) for key in set(event) - _CONSOLE_EVENT_KEYS)
     if unknown:
-        raise InvalidEventError(f"unknown event keys {unknown}; {_ACCEPTED}")
+        raise InvalidEventError(f"unknown event keys {echo(unknown)}; {_ACCEPTED}")
     accounts = event.get("accounts")
     if accounts is not None and (
         not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) and a for a in accounts)
     ):
-        raise InvalidEventError(f"'accounts' must be a non-empty list of account labels, got {accounts!r}")
+        raise InvalidEventError(f"'accounts' must be a non-empty list of account labels, got {echo(accounts)}")
     return Invocation(
         trigger="console",
         dry_run=_dry_run_flag(event),
@@ -113,7 +128,7 @@ def _dry_run_flag(document: Mapping[str, object]) -> bool:
     dry_run = document.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise InvalidEventError(
-            f"'dryRun' must be true or false (a JSON boolean), got {type(dry_run).__name__} {dry_run!r}"
+            f"'dryRun' must be true or false (a JSON boolean), got {type(dry_run).__name__} {echo(dry_run)}"
         )
     return dry_run
 
@@ -131,23 +146,34 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
         message_id, body = record.get("messageId"), record.get("body")
         if not isinstance(message_id, str) or not isinstance(body, str):
             raise InvalidEventError(f"SQS record {index} has no messageId/body strings")
+        if not _UUID.fullmatch(message_id):
+            raise InvalidEventError(
+                f"SQS record {index} messageId must be a UUID, as SQS sends, got {echo(message_id)}"
+            )
+        if len(body) > MAX_SQS_BODY_CHARS:
+            raise InvalidEventError(
+                f"SQS record {index} body is {len(body)} characters, more than {MAX_SQS_BODY_CHARS}; "
+                'expected {"account": "label"}'
+            )
         try:
             document = json.loads(body)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             raise InvalidEventError(f'SQS record {index} body is not JSON; expected {{"account": "label"}}') from None
         if not isinstance(document, Mapping) or not isinstance(document.get("account"), str):
             raise InvalidEventError(f'SQS record {index} body must be {{"account": "label"}}')
         unknown = sorted(set(document) - _SQS_BODY_KEYS)
         if unknown:
-            raise InvalidEventError(f"SQS record {index} body has unknown keys {unknown}")
+            raise InvalidEventError(f"SQS record {index} body has unknown keys {echo(unknown)}")
         if document["account"] in accounts:
             # Each message id guards its account against redelivery; two in one batch cannot both be kept.
             raise InvalidEventError(
-                f"SQS batch names account {document['account']!r} twice; send one message per account per round"
+                f"SQS batch names account {echo(document['account'])} twice; send one message per account per round"
             )
         tick = document.get("tick")
-        if tick is not None and (not isinstance(tick, str) or not 0 < len(tick) <= _MAX_TICK_LENGTH):
-            raise InvalidEventError(f"SQS record {index} 'tick' must be a string of 1-{_MAX_TICK_LENGTH} characters")
+        if tick is not None and not (isinstance(tick, str) and _is_tick(tick)):
+            raise InvalidEventError(
+                f"SQS record {index} 'tick' must be a scheduled event id (the dispatcher's), got {echo(tick)}"
+            )
         accounts[document["account"]] = f"tick:{tick}" if tick else f"sqs:{message_id}"
         messages.append((document["account"], message_id, _sent_ms(record)))
         dry_runs.add(_dry_run_flag(document))
@@ -160,6 +186,14 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
         account_event_ids=tuple(accounts.items()),
         messages=tuple(messages),
     )
+
+
+def _is_tick(value: str, console: bool = True) -> bool:
+    """A scheduled event id: a UUID, or the scheduled time the template's Scheduler puts there; the dispatcher's
+    ticks may also be "console:" and the UUID of a hand-started dispatch."""
+    if console:
+        value = value.removeprefix("console:")
+    return bool(_UUID.fullmatch(value) or _EVENT_TIME.fullmatch(value))
 
 
 def _sent_ms(record: Mapping[str, object]) -> int:

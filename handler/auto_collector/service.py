@@ -17,7 +17,15 @@ from aws_lambda_powertools import Logger
 
 from .admission import Turnstile
 from .config import Settings, account_label_from
-from .errors import AccountsFailedError, CollectorError, ConfigurationError, InvalidEventError, WindowStoreError
+from .errors import (
+    AccountsFailedError,
+    CollectorError,
+    ConfigurationError,
+    InvalidEventError,
+    UnexpectedError,
+    WindowStoreError,
+    echo,
+)
 from .events import Invocation, parse_event
 from .observability import SERVICE
 from .outcome import Outcome
@@ -100,7 +108,9 @@ def selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
         return settings.labels
     unknown = sorted(set(invocation.accounts) - set(settings.labels))
     if unknown:
-        raise InvalidEventError(f"the event names accounts {unknown} that are not configured; known: {settings.labels}")
+        raise InvalidEventError(
+            f"the event names accounts {echo(unknown)} that are not configured; known: {settings.labels}"
+        )
     return [label for label in settings.labels if label in invocation.accounts]
 
 
@@ -112,7 +122,10 @@ def _run_accounts(
 
     def run_and_record(label: str) -> Outcome:
         # Each account records its own outcome on its own thread: one round trip in all, not one per account.
-        outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms, turnstile.turn(label))
+        try:
+            outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms, turnstile.turn(label))
+        except Exception as error:  # noqa: BLE001 - not hidden: recorded, then raised as UnexpectedError
+            outcome = _failed_outcome(label, invocation_id, invocation, UnexpectedError(error))
         _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
         return outcome
 

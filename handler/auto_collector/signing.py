@@ -31,7 +31,11 @@ class HmacSigner:
     key_type: KeyType = "hmac"
 
     def __init__(self, secret: str) -> None:
-        self._secret = secret.encode()
+        try:
+            self._secret = secret.encode()
+        except UnicodeEncodeError:
+            # The codec's message quotes the offending character of the secret and its position.
+            raise ValueError("the HMAC secret is not valid text (it holds a lone surrogate)") from None
 
     def sign(self, payload: str) -> str:
         return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()

@@ -11,6 +11,7 @@ write, two DynamoDB requests per invocation.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
 from .observability import SERVICE
-from .window import RING_SIZE, Decision, Grant, WindowPolicy, WindowState
+from .window import RING_SIZE, Decision, Duplicate, Grant, WindowPolicy, WindowState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -36,6 +37,20 @@ _MIN_MS_TO_RESERVE = 1_500
 
 def account_key(account: str) -> str:
     return f"ACCOUNT#{account}"
+
+
+def decide(policy: WindowPolicy, state: WindowState, now_ms: int, event_id: str | None, invocation_id: str) -> Decision:
+    """`policy.decide` on a stored state, whose event ids are kept as `event_key`s; a duplicate names the id itself."""
+    decision = policy.decide(state, now_ms, None if event_id is None else event_key(event_id), invocation_id)
+    if isinstance(decision, Duplicate) and event_id is not None:
+        decision = replace(decision, event_id=event_id)
+    return decision
+
+
+def event_key(event_id: str) -> str:
+    """The fixed-length form an event id takes in the window item (as `event:<key>`): whatever id arrives,
+    it cannot grow the item. The outcome record keeps the id itself."""
+    return hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _slot_attribute(slot: int) -> str:
@@ -63,7 +78,7 @@ class WindowStore:
         """Reserve the next slot, or say why not. Returns the decision and the state it was made on."""
         state = self._known.get(account, WindowState())
         while True:
-            decision = policy.decide(state, now_ms(), event_id, invocation_id)
+            decision = decide(policy, state, now_ms(), event_id, invocation_id)
             if not isinstance(decision, Grant):
                 # Safe even on a stale state: newer writes only move expiries and blocks later
                 # and only add event ids.

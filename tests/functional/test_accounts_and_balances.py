@@ -76,7 +76,7 @@ def test_console_event_can_name_a_subset(deployment: Deployment) -> None:
 
 def test_sqs_fan_out_message_collects_its_account_once(deployment: Deployment) -> None:
     add_accounts(deployment, ["fund-a", "fund-b"])
-    message = {"eventSource": "aws:sqs", "messageId": "m-1", "body": json.dumps({"account": "fund-a"})}
+    message = {"eventSource": "aws:sqs", "messageId": str(uuid.uuid4()), "body": json.dumps({"account": "fund-a"})}
     assert deployment.invoke({"Records": [message]})["status"] == "collected"
     assert deployment.invoke({"Records": [message]})["status"] == "duplicate"  # redelivered message
     assert deployment.exchange.accepted_collections("fund-a") == 1

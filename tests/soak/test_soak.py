@@ -68,10 +68,11 @@ def event_for(rng: random.Random, iteration: int) -> dict[str, Any]:
     same event: the duplicate deliveries of EventBridge and SQS, racing each other."""
     roll = rng.random()
     if roll < 0.45:
-        return scheduled_event(f"tick-{iteration if rng.random() < 0.5 else uuid.uuid4()}")
+        # Ids are UUIDs as AWS sends them; the ones numbered by iteration are shared by every process.
+        return scheduled_event(str(uuid.UUID(int=iteration) if rng.random() < 0.5 else uuid.uuid4()))
     if roll < 0.75:
         return {}
-    message_id = f"msg-{iteration}" if rng.random() < 0.5 else str(uuid.uuid4())
+    message_id = str(uuid.UUID(int=(1 << 64) + iteration) if rng.random() < 0.5 else uuid.uuid4())
     body = '{"account": "default"}'
     return {"Records": [{"eventSource": "aws:sqs", "messageId": message_id, "body": body}]}
 

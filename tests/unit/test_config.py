@@ -83,9 +83,33 @@ def test_several_accounts() -> None:
         ('[{"label": "a"}]', "entry 0 has keys ['label']"),
         ('[{"label": "a b", "secretId": "s"}]', "ACCOUNTS[0].label must be"),
         ('[{"label": "a", "secretId": "s"}, {"label": "a", "secretId": "t"}]', "duplicate labels ['a']"),
+        # `$` matches before a trailing newline: the label must match as a whole string.
+        ('[{"label": "a\\n", "secretId": "s"}]', "ACCOUNTS[0].label must be"),
+        ('[{"label": "a", "secretId": "s"}, {"label": "a\\n", "secretId": "t"}]', "ACCOUNTS[1].label must be"),
+        (
+            '[{"label": "Fund-A", "secretId": "s"}, {"label": "fund-a", "secretId": "t"}]',
+            "labels 'Fund-A' and 'fund-a' differ only by case",
+        ),
+        ("[" * 100_000, "it is not valid JSON"),
+        ("[" + "9" * 5_000 + "]", "it is not valid JSON"),
+        ('[{"label": "' + "x" * 100_000 + '", "secretId": "s"}]', "ACCOUNTS[0].label must be"),
     ],
 )
 def test_invalid_accounts(accounts: str, message: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
         Settings.from_environment({"TABLE_NAME": "t", "ACCOUNTS": accounts})
     assert message in str(raised.value)
+
+
+def test_label_errors_echo_a_bounded_part_of_the_label() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_environment(
+            {"TABLE_NAME": "t", "ACCOUNTS": '[{"label": "' + "x" * 100_000 + '", "secretId": "s"}]'}
+        )
+    assert len(str(raised.value)) < 400
+
+
+def test_a_trailing_newline_in_account_label_is_not_a_new_label() -> None:
+    # ACCOUNT_LABEL is stripped, so "fund-a\n" is the same account as "fund-a", never a second budget.
+    settings = Settings.from_environment({**BASE, "ACCOUNT_LABEL": "fund-a\n"})
+    assert settings.labels == ["fund-a"]

@@ -56,7 +56,7 @@ ENCRYPTED = pem(Ed25519PrivateKey.generate(), b"correct horse")
         (json.dumps({"apiKey": "has space", "apiSecret": "x"}), "printable ASCII without spaces"),
         (json.dumps({"apiKey": API_KEY}), "needs 'apiSecret' (HMAC key) or 'privateKey'"),
         (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "privateKey": PRIVATE}), "has both"),
-        (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "extra": 1}), "unknown fields ['extra']"),
+        (json.dumps({"apiKey": API_KEY, "apiSecret": "x", "extra": 1}), "1 unknown field(s) (names not shown)"),
         (json.dumps({"apiKey": API_KEY, "privateKey": "MC4CAQAwBQYDK2VwBCIEI"}), "is not a PEM block"),
         (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE.replace("M", "A", 3)}), "could not be read"),
         (json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED}), "is encrypted; add 'privateKeyPassphrase'"),
@@ -91,3 +91,33 @@ def test_bad_secrets_give_specific_errors_without_the_content(value: str, messag
 def test_binary_secret_is_refused() -> None:
     with pytest.raises(SecretError, match="no SecretString"):
         parse_secret(b"\x00", SECRET_ID)
+
+
+LONE_SURROGATE_HMAC = '{"apiKey": "' + API_KEY + '", "apiSecret": "abc\\ud800def"}'
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # The JSON escape reads as a lone surrogate, which no encoder accepts; the codec's own message
+        # would name the character and its position in the secret.
+        (LONE_SURROGATE_HMAC, "'apiSecret' holds a lone surrogate"),
+        ('{"apiKey": "\\udfff' + API_KEY + '", "apiSecret": "x"}', "'apiKey' holds a lone surrogate"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE, "privateKeyPassphrase": "\ud800"}), "lone surrogate"),
+        (json.dumps({"apiKey": API_KEY, "apiSecret": "s3cr3t\u00e9"}), "'apiSecret' must be printable ASCII"),
+        (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE + "\u00e9"}), "'privateKey' must be ASCII text"),
+        ('{"apiKey": "' + API_KEY + '", "apiSecret": ' + "7" * 5_000 + "}", "holds a number too long to read"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"apiKey": "' + API_KEY + '", "apiSecret": "x", "pasted-secret-text": 1}', "1 unknown field(s)"),
+    ],
+)
+def test_hostile_secrets_give_specific_errors_that_quote_nothing_of_them(value: str, message: str) -> None:
+    with pytest.raises(SecretError) as raised:
+        parse_secret(value, SECRET_ID)
+    text = str(raised.value)
+    assert message in text
+    for secret_part in ("abc", "def", "\ud800", "\udfff", "s3cr3t", "777", "pasted-secret-text", API_KEY):
+        assert secret_part not in text
+    assert "position" not in text and "codec" not in text
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None or raised.value.__suppress_context__

@@ -1,7 +1,9 @@
+import json
+
 import pytest
 
-from auto_collector.errors import InvalidEventError
-from auto_collector.events import Invocation, parse_event
+from auto_collector.errors import ECHO_LIMIT, InvalidEventError
+from auto_collector.events import MAX_SQS_BODY_CHARS, Invocation, parse_event
 
 SCHEDULED = {
     "version": "0",
@@ -53,15 +55,20 @@ def test_anything_else_is_refused_with_a_specific_message(event: object, message
 def sqs(*bodies: str) -> dict[str, object]:
     return {
         "Records": [
-            {"eventSource": "aws:sqs", "messageId": f"m-{index}", "body": body} for index, body in enumerate(bodies)
+            {"eventSource": "aws:sqs", "messageId": message_id(index), "body": body}
+            for index, body in enumerate(bodies)
         ]
     }
+
+
+def message_id(index: int) -> str:
+    return f"6f1c2a3b-0000-4000-8000-{index:012d}"
 
 
 def test_sqs_fan_out_batch() -> None:
     invocation = parse_event(sqs('{"account": "fund-a"}', '{"account": "fund-b"}'))
     assert invocation.trigger == "sqs" and invocation.accounts == ("fund-a", "fund-b")
-    assert invocation.event_id_for("fund-b") == "sqs:m-1"
+    assert invocation.event_id_for("fund-b") == f"sqs:{message_id(1)}"
 
 
 @pytest.mark.parametrize(
@@ -78,3 +85,65 @@ def test_bad_sqs_batches_are_refused(event: object, message: str) -> None:
     with pytest.raises(InvalidEventError) as raised:
         parse_event(event)
     assert message in str(raised.value)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({**SCHEDULED, "id": "tick-1"}, "'id' must be a UUID"),
+        ({**SCHEDULED, "id": SCHEDULED["id"] + "\n"}, "'id' must be a UUID"),
+        ({**SCHEDULED, "id": "x" * 60_000}, "'id' must be a UUID"),
+        ({**SCHEDULED, "time": "tomorrow"}, "'time' must be an ISO 8601 time"),
+        ({**SCHEDULED, "time": "2026-11-25T14:00:00Z" + "0" * 500_000}, "'time' must be an ISO 8601 time"),
+        (sqs(nested(100_000)), f"body is {200_000} characters, more than {MAX_SQS_BODY_CHARS}"),
+        (sqs(nested(500) + "]"), "body is not JSON"),
+        (sqs('{"account": ' + "9" * 5_000 + "}"), "more than 1024"),
+        (sqs('{"account": "a", "dryRun": ' + "9" * 900 + "}"), "'dryRun' must be true or false"),
+    ],
+)
+def test_ids_times_and_bodies_are_bounded_and_validated(event: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidEventError) as raised:
+        parse_event(event)
+    assert message in str(raised.value)
+
+
+def test_sqs_message_ids_must_be_uuids() -> None:
+    event = {"Records": [{"eventSource": "aws:sqs", "messageId": "m" * 70_000, "body": '{"account": "a"}'}]}
+    with pytest.raises(InvalidEventError, match="messageId must be a UUID"):
+        parse_event(event)
+
+
+def deep_list(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["x" * 500_000, 10**5_000, deep_list(100_000), "\ud800" * 100_000, {"k" * 1_000: "v" * 1_000}],
+    ids=["500 KB string", "5000-digit number", "100k-deep list", "many surrogates", "long key and value"],
+)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda v: {**SCHEDULED, "source": v},
+        lambda v: {**SCHEDULED, "id": v},
+        lambda v: {**SCHEDULED, "time": v},
+        lambda v: {"dryRun": v},
+        lambda v: {"accounts": v},
+        lambda v: {"dryRun": True, "unknown": v},
+    ],
+    ids=["source", "id", "time", "dryRun", "accounts", "an unknown key"],
+)
+def test_an_error_echoes_a_bounded_part_of_any_input(build, hostile: object) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidEventError) as raised:
+        parse_event(build(hostile))
+    text = str(raised.value)
+    assert len(text) < 2 * ECHO_LIMIT + 400
+    json.dumps(text).encode()  # storable: no lone surrogate survives into the message

@@ -1,6 +1,7 @@
 import base64
 from urllib.parse import parse_qsl
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -52,3 +53,10 @@ def test_signers_never_show_key_material() -> None:
         assert PUBLISHED_SECRET not in repr(signer)
         assert pem.decode() not in repr(signer)
         assert "hidden" in repr(signer)
+
+
+def test_an_hmac_secret_that_is_not_valid_text_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ValueError, match="not valid text") as raised:
+        HmacSigner("abc\ud800def")
+    assert "abc" not in str(raised.value) and "\ud800" not in str(raised.value) and "position" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
