@@ -35,7 +35,12 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
 
 
 def resource_of_type(template: dict[str, Any], resource_type: str) -> tuple[str, dict[str, Any]]:
-    matches = [(name, r) for name, r in template["Resources"].items() if r.get("Type") == resource_type]
+    """The one resource of this type that every deployment has (conditional ones belong to optional modes)."""
+    matches = [
+        (name, r)
+        for name, r in template["Resources"].items()
+        if r.get("Type") == resource_type and "Condition" not in r
+    ]
     if len(matches) != 1:
         raise LookupError(f"template.yaml should declare exactly one {resource_type}, found {len(matches)}")
     return matches[0]

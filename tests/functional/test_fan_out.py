@@ -100,6 +100,7 @@ def test_the_dispatcher_refuses_what_it_cannot_do(deployment: Deployment) -> Non
     with pytest.raises(ConfigurationError, match="QUEUE_URL is required"):
         dispatch(scheduled_event(), "request", os.environ)
     deployment.set_env(QUEUE_URL="https://sqs.eu-west-1.amazonaws.com/123456789012/work")
-    sqs_batch = {"Records": [{"eventSource": "aws:sqs", "messageId": "m", "body": '{"account": "default"}'}]}
+    message_id = "3f1b7c52-1d5e-4b7e-9a57-8f0e4c1d2a11"
+    sqs_batch = {"Records": [{"eventSource": "aws:sqs", "messageId": message_id, "body": '{"account": "default"}'}]}
     with pytest.raises(InvalidEventError, match="not by an SQS batch"):
         dispatch(sqs_batch, "request", os.environ)
