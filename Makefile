@@ -24,9 +24,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check handler localdev tests bench
 	$(VENV)/bin/ruff format --check .
 
+## typecheck: mypy --strict over handler, localdev, tests and bench (the files listed in pyproject.toml)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy localdev
 
 template-check:
 	bash scripts/check-template.sh

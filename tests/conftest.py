@@ -11,11 +11,10 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 
-from auto_collector import runtime
 from localdev.exchange_emulator import ApiCredential, ExchangeEmulator
 from localdev.keys import new_ed25519_pem
+from tests.support.cold_start import cold_start
 from tests.support.dynamodb_local import DynamoDBLocal, free_port
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.table import create_table
@@ -33,11 +32,9 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "FundAutoCollector")
-    runtime.reset()
-    parameters.clear_caches()
+    cold_start()
     yield
-    runtime.reset()
-    parameters.clear_caches()
+    cold_start()
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +92,7 @@ class Deployment:
 
     def put_secret(self, value: str) -> None:
         self.secrets.put_secret_value(SecretId=self.secret_id, SecretString=value)
-        parameters.clear_caches()
-        runtime.reset()
+        cold_start()
 
     def outcomes(self) -> list[dict[str, Any]]:
         from auto_collector.store import from_attribute

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def add_accounts(deployment: Deployment, labels: list[str], broken: str | None =
     deployment.set_env(ACCOUNTS=json.dumps(accounts))
 
 
-def outcomes_of(deployment: Deployment, label: str) -> list[dict]:
+def outcomes_of(deployment: Deployment, label: str) -> list[dict[str, Any]]:
     from auto_collector.store import WindowStore
 
     return WindowStore(deployment.dynamodb, deployment.table).outcomes(label)

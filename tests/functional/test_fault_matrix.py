@@ -25,7 +25,6 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import pytest
-from aws_lambda_powertools.utilities import parameters
 
 from auto_collector import runtime
 from auto_collector.errors import (
@@ -42,6 +41,7 @@ from auto_collector.store import WindowStore
 from auto_collector.window import Grant, WindowPolicy
 from localdev.exchange_emulator import ApiCredential, ExchangeEmulator, Fault
 from tests.conftest import Deployment, ed25519_pem
+from tests.support.cold_start import cold_start
 from tests.support.dynamodb_local import free_port
 from tests.support.fault_proxy import SECRETS_MANAGER_TARGET, FaultProxy
 from tests.support.lambda_context import FakeLambdaContext
@@ -188,6 +188,7 @@ def rig(deployment: Deployment, capsys: pytest.CaptureFixture[str], caplog: pyte
         the_rig = Rig(deployment, secrets_proxy)
         the_rig.key_material |= {deployment.api_key, deployment.private_pem, pem_body(deployment.private_pem)}
         handler = service_logger.logger_handler
+        assert isinstance(handler, logging.StreamHandler)
         previous_stream = handler.setStream(the_rig.logs)
         previous_level = service_logger.log_level
         service_logger.setLevel(logging.DEBUG)
@@ -453,8 +454,7 @@ def next_backs_off(rig: Rig, case: Case, trigger: str) -> None:
     blocked_until = rig.record()["blockedUntil"]
     for cold in (False, True):  # this container, then another one that has never heard of the 429/418
         if cold:
-            runtime.reset()
-            parameters.clear_caches()
+            cold_start()
         result = rig.run(TRIGGERS[trigger]())
         assert isinstance(result, dict) and result["status"] == "backing_off", result
         assert result["blockedUntil"] == blocked_until

@@ -20,7 +20,7 @@ from auto_collector.errors import (
     InvalidEventError,
     SecretError,
 )
-from localdev.exchange_emulator import ApiCredential, Fault
+from localdev.exchange_emulator import ApiCredential, Fault, RecordedRequest
 from tests.conftest import Deployment
 from tests.support.events import scheduled_event
 
@@ -29,7 +29,7 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 SCHEDULED = scheduled_event("2f0b0a4e-7f7e-4b4e-9a51-6f1f0d5c9a11")
 
 
-def collections(deployment: Deployment) -> list:
+def collections(deployment: Deployment) -> list[RecordedRequest]:
     return deployment.exchange.requests(COLLECT)
 
 

@@ -98,11 +98,9 @@ def soak_worker(
         return origin_ns + (real_time_ns() - origin_ns) * scale + skew[0]
 
     time.time_ns = host_clock_ns
-    from aws_lambda_powertools.utilities import parameters
-
-    from auto_collector import runtime
     from auto_collector.errors import CollectorError
     from auto_collector.handler import lambda_handler
+    from tests.support.cold_start import cold_start
     from tests.support.lambda_context import FakeLambdaContext
 
     rng = random.Random(seed)
@@ -113,8 +111,7 @@ def soak_worker(
         if rng.random() < 0.03:  # the host's clock is stepped (NTP), often backwards
             skew[0] += rng.randint(-5_000, 2_000) * 1_000_000
         if rng.random() < 0.02:  # a cold start: a new container with empty caches
-            runtime.reset()
-            parameters.clear_caches()
+            cold_start()
         try:
             statuses[lambda_handler(event_for(rng, iteration), FakeLambdaContext())["status"]] += 1
         except CollectorError as error:

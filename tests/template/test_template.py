@@ -80,12 +80,14 @@ def template() -> dict[str, Any]:
     document, matches = decode(str(TEMPLATE_PATH))
     assert not matches, f"template.yaml does not parse: {matches}"
     assert document is not None
-    return _plain(document)
+    plain: dict[str, Any] = _plain(document)
+    return plain
 
 
 @pytest.fixture(scope="module")
 def resources(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"]
+    resources: dict[str, Any] = template["Resources"]
+    return resources
 
 
 @pytest.fixture(scope="module")
