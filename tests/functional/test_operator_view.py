@@ -19,12 +19,11 @@ from auto_collector.operator_view.render import relative
 from auto_collector.store import WindowStore
 from auto_collector.times import iso, parse_iso_ms
 from auto_collector.window import WindowPolicy
-from localdev.exchange_emulator import Fault
-from tests.conftest import Deployment
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH, Fault
+from tests.support.deployment import Deployment
 from tests.support.events import scheduled_event
 
 REPO = Path(__file__).resolve().parents[2]
-COLLECT = "/sapi/v1/portfolio/auto-collection"
 SCHEDULED = scheduled_event("9d1c2b7e-0f3a-4c55-8e0b-5a2f1d3c4b6e")
 
 
@@ -82,7 +81,7 @@ def test_status_json_reports_window_back_off_outcomes_and_failures(
     (account,) = report["accounts"]
     assert account["account"] == "default"
 
-    first_signed = int(busy.exchange.requests(COLLECT)[0].params["timestamp"])
+    first_signed = int(busy.exchange.requests(AUTO_COLLECTION_PATH)[0].params["timestamp"])
     assert account["window"] == {
         "used": 3,
         "limit": 3,  # the limit of the last reservation, from the window item

@@ -15,7 +15,7 @@ import pytest
 
 from auto_collector.store import WindowStore
 from auto_collector.window import FUTURE_TOLERANCE_MS, HOUR_MS, Decision, Grant, Refusal, WindowPolicy
-from tests.conftest import Deployment
+from tests.support.deployment import Deployment
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.table import create_table
 from tests.support.workers import invoke_repeatedly, worker_environment

@@ -55,7 +55,8 @@ MAX_BACKWARD_STEP_MS = 5_000
 
 
 def accepted(timestamp_ms: int, arrival_ms: int, recv_window_ms: int) -> bool:
-    """Binance's timing rule (binance-api-notes.md, "Timing")."""
+    """Binance's timing rule ("Timing security" in its REST API documentation), as the emulator enforces it
+    (localdev/exchange_emulator/checks.py)."""
     return timestamp_ms < arrival_ms + FUTURE_TOLERANCE_MS and arrival_ms - timestamp_ms <= recv_window_ms
 
 

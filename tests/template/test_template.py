@@ -23,6 +23,7 @@ import pytest
 from cfnlint.decode import decode
 
 from localdev.artifact import native_distributions
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO / "template.yaml"
@@ -694,7 +695,7 @@ def test_the_built_artifact_collects_against_the_local_emulators(
     summary = json.loads(line.removeprefix("RESULT "))
     expected = "dry_run" if event_file == "dry-run.json" else "collected"
     assert summary["status"] == expected
-    accepted = [r for r in deployment.exchange.requests("/sapi/v1/portfolio/auto-collection") if r.status == 200]
+    accepted = [r for r in deployment.exchange.requests(AUTO_COLLECTION_PATH) if r.status == 200]
     assert len(accepted) == (0 if expected == "dry_run" else 1)
     (record,) = deployment.outcomes()
     assert record["status"] == expected
