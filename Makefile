@@ -1,4 +1,4 @@
-# One entry point for people and CI: `make run`, `make test`, `make bench`.
+# One entry point for people and CI: `make run`, `make test`, `make bench`; `make help` lists every target.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -6,12 +6,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck template-check security pytest bench build clean
+.PHONY: help run test unit integration lint typecheck template-check security pytest bench build clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
+
+## help: this list (each target with its "## name: what it does" line)
+help:
+	@awk '/^## [a-z-]+: / { sub(/^## /, ""); name = $$0; sub(/:.*/, "", name); sub(/^[^:]*: /, ""); \
+		printf "  %-15s %s\n", name, $$0 }' $(firstword $(MAKEFILE_LIST))
 
 ## run: the collector's main job on local emulators (moto + exchange emulator), no account needed
 run: $(STAMP)
@@ -20,14 +25,25 @@ run: $(STAMP)
 ## test: every gate CI runs - lint, types, template checks, then the whole pytest suite
 test: lint typecheck template-check security pytest
 
+## unit: the fast inner loop - pure logic, no servers (tests/unit, and tests/property without DynamoDB Local)
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/property -m "not dynamodb_local" $(PYTEST_ARGS)
+
+## integration: the code against local servers - the exchange emulator, moto's server, DynamoDB Local
+integration: $(STAMP)
+	$(PY) -m pytest -q tests/emulator tests/functional tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/property -m dynamodb_local $(PYTEST_ARGS)
+
+## lint: ruff check, and ruff format --check over the whole tree
 lint: $(STAMP)
 	$(VENV)/bin/ruff check handler localdev tests bench
 	$(VENV)/bin/ruff format --check .
 
+## typecheck: mypy --strict over handler, localdev, tests and bench (the files listed in pyproject.toml)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy localdev
 
+## template-check: cfn-lint, sam validate --lint and checkov over template.yaml
 template-check:
 	bash scripts/check-template.sh
 
@@ -43,8 +59,10 @@ pytest: $(STAMP)
 build:
 	bash scripts/sam-build.sh
 
+## bench: the speed and memory measurements in bench/ (long; see bench/README.md)
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
+## clean: remove build output and tool caches
 clean:
 	rm -rf .aws-sam .cache .pytest_cache .mypy_cache .ruff_cache

@@ -73,14 +73,9 @@ class Harness:
         self.moto_endpoint = f"http://{host}:{port}"
         self.proxy = CountingProxy(self.moto_endpoint).start()
         self.exchange = ExchangeEmulator(hourly_limit=10**9, ip_weight_limit_1m=10**12).start()
-        self.direct = {
-            "endpoint_url": self.moto_endpoint,
-            "region_name": REGION,
-            "aws_access_key_id": "bench",
-            "aws_secret_access_key": "bench",
-        }
-        self.dynamodb = boto3.client("dynamodb", **self.direct)
-        self.secrets = boto3.client("secretsmanager", **self.direct)
+        direct = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name=REGION)
+        self.dynamodb = direct.client("dynamodb", endpoint_url=self.moto_endpoint)
+        self.secrets = direct.client("secretsmanager", endpoint_url=self.moto_endpoint)
         create_table_from_template(self.dynamodb, TABLE)
         self._secret_ids: dict[str, str] = {}
 
@@ -166,7 +161,7 @@ class Harness:
 
     def item(self, label: str, sort_key: str) -> dict[str, Any]:
         key = {"pk": {"S": f"ACCOUNT#{label}"}, "sk": {"S": sort_key}}
-        return self.dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item", {})  # type: ignore[no-any-return]
+        return self.dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item", {})
 
     def latest_outcome(self, label: str) -> dict[str, Any]:
         response = self.dynamodb.query(
@@ -176,7 +171,7 @@ class Harness:
             ScanIndexForward=False,
             Limit=1,
         )
-        return response["Items"][0] if response["Items"] else {}  # type: ignore[no-any-return]
+        return response["Items"][0] if response["Items"] else {}
 
     @contextlib.contextmanager
     def exchange_latency(self, delay_s: float) -> Iterator[None]:

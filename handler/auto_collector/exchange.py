@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal
 
@@ -21,7 +21,7 @@ from .signing import signed_payload
 AUTO_COLLECTION_PATH = "/sapi/v1/portfolio/auto-collection"
 BALANCE_PATH = "/sapi/v1/portfolio/balance"
 SERVER_TIME_PATH = "/api/v3/time"
-#: Codes a retry can never fix (bad signature, bad key format, bad key/IP/permissions).
+#: The timestamp is outside recvWindow by the exchange's clock: a resync (GET /api/v3/time) fixes it.
 CODE_TIMESTAMP_OUTSIDE_WINDOW = -1021
 _CONNECT_TIMEOUT_S = 3.0
 
@@ -64,53 +64,42 @@ class BinanceClient:
         self, credentials: ApiCredentials, timestamp_ms: int, recv_window_ms: int, timeout_s: float
     ) -> AttemptResult:
         body = signed_payload({"recvWindow": recv_window_ms, "timestamp": timestamp_ms}, credentials.signer)
-        started = time.perf_counter()
-        try:
-            response = self._session.post(
-                self.base_url + AUTO_COLLECTION_PATH,
-                data=body,
-                headers={
-                    "X-MBX-APIKEY": credentials.api_key,
-                    "Content-Type": "application/x-www-form-urlencoded",
-                },
-                timeout=_split_timeout(timeout_s),
-            )
-        except requests.Timeout:
-            return AttemptResult("retryable", 0, None, "timed out waiting for the exchange", _ms_since(started))
-        except requests.ConnectionError as error:
-            return AttemptResult(
-                "retryable", 0, None, f"connection failed ({type(error).__name__})", _ms_since(started)
-            )
-        except requests.RequestException as error:
-            return _unreadable(error, started)
-        return classify(response, _ms_since(started))
+        headers = {"X-MBX-APIKEY": credentials.api_key, "Content-Type": "application/x-www-form-urlencoded"}
+        result, _ = self._send("POST", self.base_url + AUTO_COLLECTION_PATH, headers, timeout_s, body=body)
+        return result
 
     def balances(
         self, credentials: ApiCredentials, recv_window_ms: int, timeout_s: float
     ) -> tuple[AttemptResult, dict[str, FuturesBalance]]:
         """The futures wallet balances per asset (GET /sapi/v1/portfolio/balance, weight 20)."""
         query = signed_payload({"recvWindow": recv_window_ms, "timestamp": self.server_now_ms()}, credentials.signer)
-        started = time.perf_counter()
-        try:
-            response = self._session.get(
-                f"{self.base_url}{BALANCE_PATH}?{query}",
-                headers={"X-MBX-APIKEY": credentials.api_key},
-                timeout=_split_timeout(timeout_s),
-            )
-        except requests.Timeout:
-            return AttemptResult("retryable", 0, None, "timed out waiting for the exchange", _ms_since(started)), {}
-        except requests.ConnectionError as error:
-            message = f"connection failed ({type(error).__name__})"
-            return AttemptResult("retryable", 0, None, message, _ms_since(started)), {}
-        except requests.RequestException as error:
-            return _unreadable(error, started), {}
-        result = classify(response, _ms_since(started))
-        if result.verdict != "success":
+        url = f"{self.base_url}{BALANCE_PATH}?{query}"
+        result, response = self._send("GET", url, {"X-MBX-APIKEY": credentials.api_key}, timeout_s)
+        if result.verdict != "success" or response is None:
             return result, {}
         try:
             return result, parse_balances(response.json())
         except (ValueError, KeyError, TypeError, ArithmeticError):
-            return AttemptResult("rejected", response.status_code, None, "unexpected balance response", 0), {}
+            return replace(result, verdict="rejected", message="unexpected balance response"), {}
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], timeout_s: float, body: str | None = None
+    ) -> tuple[AttemptResult, requests.Response | None]:
+        """One request, classified, with the time it took; the response too when one was read."""
+        started = time.perf_counter()
+        try:
+            response = self._session.request(method, url, data=body, headers=headers, timeout=_split_timeout(timeout_s))
+        except requests.Timeout:
+            return AttemptResult("retryable", 0, None, "timed out waiting for the exchange", _ms_since(started)), None
+        except requests.ConnectionError as error:
+            message = f"connection failed ({type(error).__name__})"
+            return AttemptResult("retryable", 0, None, message, _ms_since(started)), None
+        except requests.RequestException as error:
+            # The request went out but its answer was cut off or garbled (e.g. ChunkedEncodingError when the
+            # connection drops mid-body): like a 5XX, the execution status is unknown and a retry may help.
+            message = f"the answer could not be read ({type(error).__name__})"
+            return AttemptResult("retryable", 0, None, message, _ms_since(started)), None
+        return classify(response, _ms_since(started)), response
 
     def sync_clock(self, timeout_s: float) -> int:
         """Learn the offset between the exchange's clock and ours; returns it in ms."""
@@ -190,14 +179,6 @@ def _split_timeout(total_s: float) -> tuple[float, float]:
     caller's bound (the invocation's remaining time) is for the whole attempt."""
     connect = min(_CONNECT_TIMEOUT_S, total_s / 3)
     return connect, total_s - connect
-
-
-def _unreadable(error: requests.RequestException, started: float) -> AttemptResult:
-    """The request went out but its answer was cut off or garbled (e.g. ChunkedEncodingError when the
-    connection drops mid-body): like a 5XX, the execution status is unknown and a retry may help."""
-    return AttemptResult(
-        "retryable", 0, None, f"the answer could not be read ({type(error).__name__})", _ms_since(started)
-    )
 
 
 def _ms_since(started: float) -> int:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 
 from auto_collector.errors import AccountsFailedError, InvalidEventError
-from localdev.exchange_emulator import ApiCredential
-from tests.conftest import Deployment, ed25519_pem
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, Fault
+from localdev.keys import new_ed25519_pem
+from tests.support.deployment import Deployment
 
-COLLECT = "/sapi/v1/portfolio/auto-collection"
 BALANCE = "/sapi/v1/portfolio/balance"
 
 
@@ -19,7 +20,7 @@ def add_accounts(deployment: Deployment, labels: list[str], broken: str | None =
     """Give each label its own key, secret and exchange account; `broken`'s secret holds an unknown key."""
     accounts = []
     for label in labels:
-        private_pem, public_pem = ed25519_pem()
+        private_pem, public_pem = new_ed25519_pem()
         api_key = uuid.uuid4().hex
         deployment.exchange.add_credential(ApiCredential(api_key=api_key, public_key_pem=public_pem, account=label))
         secret_id = f"collector/{label}-{uuid.uuid4().hex[:6]}"
@@ -32,7 +33,7 @@ def add_accounts(deployment: Deployment, labels: list[str], broken: str | None =
     deployment.set_env(ACCOUNTS=json.dumps(accounts))
 
 
-def outcomes_of(deployment: Deployment, label: str) -> list[dict]:
+def outcomes_of(deployment: Deployment, label: str) -> list[dict[str, Any]]:
     from auto_collector.store import WindowStore
 
     return WindowStore(deployment.dynamodb, deployment.table).outcomes(label)
@@ -71,7 +72,7 @@ def test_console_event_can_name_a_subset(deployment: Deployment) -> None:
     assert deployment.exchange.accepted_collections("fund-a") == 0
     with pytest.raises(InvalidEventError, match=r"accounts \['fund-z'\] that are not configured"):
         deployment.invoke({"accounts": ["fund-z"]})
-    assert len(deployment.exchange.requests(COLLECT)) == 1
+    assert len(deployment.exchange.requests(AUTO_COLLECTION_PATH)) == 1
 
 
 def test_sqs_fan_out_message_collects_its_account_once(deployment: Deployment) -> None:
@@ -104,7 +105,7 @@ def test_skip_when_empty_skips_an_account_holding_only_bnb(deployment: Deploymen
     deployment.exchange.set_balances("default", {"BNB": {"umWalletBalance": "2.5"}, "USDT": {"crossMarginFree": "100"}})
     result = deployment.invoke({})
     assert result["status"] == "nothing_to_collect"
-    assert deployment.exchange.requests(COLLECT) == []
+    assert deployment.exchange.requests(AUTO_COLLECTION_PATH) == []
     assert len(deployment.exchange.requests(BALANCE)) == 1
     (record,) = deployment.outcomes()
     assert record["status"] == "nothing_to_collect"
@@ -133,15 +134,13 @@ def test_record_only_always_collects(deployment: Deployment) -> None:
     deployment.set_env(BALANCE_CHECK="record-only")
     deployment.exchange.set_balances("default", {"BNB": {"umWalletBalance": "1"}})
     assert deployment.invoke({})["status"] == "collected"
-    assert len(deployment.exchange.requests(COLLECT)) == 1
+    assert len(deployment.exchange.requests(AUTO_COLLECTION_PATH)) == 1
     assert len(deployment.exchange.requests(BALANCE)) == 2  # before and after
     (record,) = deployment.outcomes()
     assert record["balancesBefore"] == {"BNB": {"um": "1", "cm": "0"}} and record["moved"] == {}
 
 
 def test_failed_balance_check_still_collects(deployment: Deployment) -> None:
-    from localdev.exchange_emulator import Fault
-
     deployment.set_env(BALANCE_CHECK="skip-when-empty")
     deployment.exchange.inject(Fault(path=BALANCE, status=503))
     assert deployment.invoke({})["status"] == "collected"
@@ -165,10 +164,8 @@ def test_balance_check_is_skipped_when_the_budget_is_spent(deployment: Deploymen
 
 
 def test_a_429_on_the_balance_read_after_collecting_still_backs_off(deployment: Deployment) -> None:
-    from localdev.exchange_emulator import Fault
-
     deployment.set_env(BALANCE_CHECK="record-only")
     deployment.exchange.inject(Fault(path=BALANCE), Fault(path=BALANCE, status=429, code=-1003, retry_after=120))
     assert deployment.invoke({})["status"] == "collected"  # the collection itself succeeded
     assert deployment.invoke({})["status"] == "backing_off"
-    assert len(deployment.exchange.requests(COLLECT)) == 1
+    assert len(deployment.exchange.requests(AUTO_COLLECTION_PATH)) == 1

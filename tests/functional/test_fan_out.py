@@ -14,9 +14,9 @@ import pytest
 
 from auto_collector.dispatcher import dispatch
 from auto_collector.errors import ConfigurationError, InvalidEventError
-from tests.conftest import Deployment
 from tests.functional.test_accounts_and_balances import add_accounts
 from tests.functional.test_ip_weight import LABELS, scheduled_event
+from tests.support.deployment import Deployment
 
 COLLECT = "/sapi/v1/portfolio/auto-collection"
 
@@ -55,7 +55,7 @@ def receive_all(queue: str) -> list[dict[str, Any]]:
         batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"])
         if not batch.get("Messages"):
             return messages
-        messages += batch["Messages"]
+        messages += [dict(message) for message in batch["Messages"]]
         for message in batch["Messages"]:
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
 

@@ -20,17 +20,16 @@ from auto_collector.errors import (
     InvalidEventError,
     SecretError,
 )
-from localdev.exchange_emulator import ApiCredential, Fault
-from tests.conftest import Deployment
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, Fault, RecordedRequest
+from tests.support.deployment import Deployment
 from tests.support.events import scheduled_event
 
-COLLECT = "/sapi/v1/portfolio/auto-collection"
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SCHEDULED = scheduled_event("2f0b0a4e-7f7e-4b4e-9a51-6f1f0d5c9a11")
 
 
-def collections(deployment: Deployment) -> list:
-    return deployment.exchange.requests(COLLECT)
+def collections(deployment: Deployment) -> list[RecordedRequest]:
+    return deployment.exchange.requests(AUTO_COLLECTION_PATH)
 
 
 def test_scheduled_event_collects_and_records_the_outcome(deployment: Deployment) -> None:

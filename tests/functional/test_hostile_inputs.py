@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from auto_collector.errors import MAX_MESSAGE_CHARS, InvalidEventError, SecretError
 from auto_collector.store import WindowStore, event_key
 from auto_collector.window import Duplicate, Grant, WindowPolicy
-from tests.conftest import Deployment
+from tests.support.deployment import Deployment
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.events import scheduled_event
 from tests.support.hostile import deep_json, hostile_events, hostile_secrets

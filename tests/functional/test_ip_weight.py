@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from auto_collector.ip_store import IP_WINDOW_KEY
-from tests.conftest import Deployment
 from tests.functional.test_accounts_and_balances import add_accounts, outcomes_of
+from tests.support.deployment import Deployment
 
 COLLECT = "/sapi/v1/portfolio/auto-collection"
 LABELS = [f"fund-{index:02d}" for index in range(12)]

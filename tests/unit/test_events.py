@@ -1,11 +1,12 @@
 import json
+from typing import Any
 
 import pytest
 
 from auto_collector.errors import ECHO_LIMIT, InvalidEventError
 from auto_collector.events import MAX_SQS_BODY_CHARS, Invocation, parse_event
 
-SCHEDULED = {
+SCHEDULED: dict[str, Any] = {
     "version": "0",
     "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
     "detail-type": "Scheduled Event",

@@ -1,0 +1,105 @@
+"""Reading the table: the status of each account, from one GetItem and two Queries per account."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..store import WindowStore
+from ..times import iso
+from ..window import FUTURE_TOLERANCE_MS, HOUR_MS, RING_SIZE, WindowPolicy, WindowState
+from .model import (
+    DAY_MS,
+    DEFAULT_ACCOUNT,
+    MAX_INVOCATION_MS,
+    AccountStatus,
+    BackOff,
+    CrashTrace,
+    Limits,
+    OutcomeLine,
+    StatusReport,
+    WindowView,
+)
+
+
+def build_report(
+    store: WindowStore, table: str, *, accounts: Sequence[str], last: int, limits: Limits, now_ms: int
+) -> StatusReport:
+    """The status of `accounts`, or of every account in the table when none are named."""
+    if accounts:
+        views = [
+            account_status(store, label, last, limits, now_ms, must_exist=True, table=table)
+            for label in dict.fromkeys(accounts)  # named twice, shown once
+        ]
+    else:
+        labels = store.accounts()
+        if DEFAULT_ACCOUNT not in labels and store.outcomes(DEFAULT_ACCOUNT, limit=1):
+            labels = sorted([*labels, DEFAULT_ACCOUNT])
+        views = [account_status(store, label, last, limits, now_ms) for label in labels]
+    return StatusReport(table, now_ms, views)
+
+
+def account_status(
+    store: WindowStore,
+    account: str,
+    last: int,
+    limits: Limits,
+    now_ms: int,
+    *,
+    must_exist: bool = False,
+    table: str = "",
+) -> AccountStatus:
+    state, item = store.read_item(account)
+    newest = [OutcomeLine.from_record(r) for r in store.outcomes(account, limit=max(last, 1))]
+    if must_exist and not item and not newest:
+        raise ConfigurationError(
+            f"account {account!r} has no window and no outcome records in table {table!r} "
+            f"(accounts in its registry: {', '.join(store.accounts()) or 'none'})"
+        )
+    # Outcomes are keyed by their start: one that started up to an invocation's length before the day began
+    # may hold a reservation made within it.
+    recent = [
+        OutcomeLine.from_record(r) for r in store.outcomes(account, since_iso=iso(now_ms - DAY_MS - MAX_INVOCATION_MS))
+    ]
+    limit, source = _limit(item, newest, limits)
+    policy = WindowPolicy(limit, limits.recv_window_ms)
+    window = WindowView(
+        used=policy.used(state, now_ms),
+        limit=limit,
+        limit_source=source,
+        next_slot_ms=policy.next_free_ms(state, now_ms),
+        reservations=state.sequence,
+        last_reservation_ms=state.last_timestamp_ms or None,
+    )
+    back_off = BackOff(state.blocked_until_ms, state.blocked_reason, state.blocked_until_ms > now_ms)
+    failures = [o for o in recent if o.status == "failed" and o.started_ms >= now_ms - DAY_MS]
+    return AccountStatus(
+        account, window, back_off, newest[:last], failures, crash_traces(state, recent, limits.recv_window_ms, now_ms)
+    )
+
+
+def crash_traces(
+    state: WindowState, outcomes: Sequence[OutcomeLine], recv_window_ms: int, now_ms: int
+) -> list[CrashTrace]:
+    """Reservations of the last day, still in the ring, that no outcome record lists."""
+    claimed = {n for outcome in outcomes for n in outcome.reservations}
+    traces = []
+    for n in range(max(0, state.sequence - RING_SIZE), state.sequence):
+        expiry = state.expiry_of(n)
+        if not expiry or n in claimed:
+            continue
+        reserved = expiry - HOUR_MS - recv_window_ms - FUTURE_TOLERANCE_MS
+        if reserved >= now_ms - DAY_MS:
+            traces.append(CrashTrace(n, reserved, expiry, possibly_running=reserved > now_ms - MAX_INVOCATION_MS))
+    return traces
+
+
+def _limit(item: Mapping[str, Any], newest: Sequence[OutcomeLine], limits: Limits) -> tuple[int, str]:
+    stored = item.get("windowLimit")
+    if isinstance(stored, int) and 1 <= stored <= RING_SIZE:
+        return stored, "window"
+    for outcome in newest:
+        if outcome.window_limit is not None and 1 <= outcome.window_limit <= RING_SIZE:
+            return outcome.window_limit, "outcome"
+    return limits.fallback_limit, limits.fallback_source
