@@ -23,7 +23,8 @@ from .errors import WindowStoreError
 from .ip_store import IpWeightStore
 from .ip_window import IpWeightPolicy, IpWeightState, WeightGrant, WeightRefusal
 from .observability import SERVICE
-from .window import BackingOff
+from .store import JointReservation, WindowStore
+from .window import BackingOff, WindowPolicy
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -69,10 +70,34 @@ class IpWeightGate:
             self._sleep((wait_ms + 5) / 1000)
             waited_ms += wait_ms + 5
 
-    def acquire_at(self, weight: int, signed_at_ms: int, remaining_ms: Callable[[], int]) -> bool:
-        """Reserve `weight` for a request signed at `signed_at_ms` (not after now), without waiting."""
-        decision, _ = self.store.reserve(self.policy, weight, lambda: signed_at_ms, remaining_ms)
-        return isinstance(decision, WeightGrant)
+    def admit_with_slot(
+        self,
+        window: WindowStore,
+        account: str,
+        *,
+        policy: WindowPolicy,
+        event_id: str | None,
+        invocation_id: str,
+        weight: int,
+        now_ms: Callable[[], int],
+        remaining_ms: Callable[[], int],
+    ) -> tuple[JointReservation, Deferred | None]:
+        """The account's slot and `weight` in one transaction (store.py), waiting briefly for weight that frees soon.
+
+        Returns the reservation, and Deferred when the weight does not free within the wait allowed.
+        """
+        waited_ms = 0
+        while True:
+            joint = window.reserve_with_weight(
+                account, policy, now_ms, remaining_ms, event_id, invocation_id, self.store, self.policy, weight
+            )
+            if not isinstance(joint.weight, WeightRefusal):
+                return joint, None
+            wait_ms = max(0, joint.weight.next_free_ms - now_ms())
+            if waited_ms + wait_ms > self._max_wait_ms or remaining_ms() - wait_ms < _TIME_NEEDED_AFTER_WAIT_MS:
+                return joint, Deferred(joint.weight.next_free_ms)
+            self._sleep((wait_ms + 5) / 1000)
+            waited_ms += wait_ms + 5
 
     def observe(self, reported_used: int | None, now_ms: Callable[[], int]) -> None:
         """Count weight the exchange reports beyond ours (other programs on the address). Never fails a collection."""

@@ -28,15 +28,14 @@ from .errors import (
     ExchangeRateLimitedError,
     ExchangeRejectedError,
     ExchangeUnavailableError,
-    WindowStoreError,
 )
 from .events import Invocation
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
-from .ip_window import ADMISSION_SLACK_MS, BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
+from .ip_window import BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
 from .observability import SERVICE
 from .outcome import NEVER_COLLECTED, AttemptRecord, Outcome
 from .store import WindowStore, decide
-from .window import BackingOff, Decision, Duplicate, Grant, Refusal, WindowPolicy, WindowState
+from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -152,10 +151,13 @@ class Collector:
         except DeadlineError:
             outcome.note = "balances after the collection not read: no time left in the invocation"
             return
-        if not self._admitted(outcome, BALANCE_WEIGHT, remaining_ms, NO_TURN, record=False):
+        weight = self._admitted(outcome, BALANCE_WEIGHT, remaining_ms, NO_TURN, record=False)
+        if weight is None:
             outcome.note = "balances after the collection not read: no IP weight free"
             return
-        result, balances = self._exchange.balances(credentials, self._settings.recv_window_ms, timeout_s)
+        result, balances = self._exchange.balances(
+            credentials, self._settings.recv_window_ms, timeout_s, weight.timestamp_ms
+        )
         if result.verdict == "success":
             self._observe(result)
             outcome.balances_after = balances
@@ -184,11 +186,12 @@ class Collector:
             self._record_window(outcome, state)
             self._refused(outcome, decision)
             return False
-        if not self._admitted(outcome, BALANCE_WEIGHT, remaining_ms, turn):
+        weight = self._admitted(outcome, BALANCE_WEIGHT, remaining_ms, turn)
+        if weight is None:
             self._record_window(outcome, state)
             return False
         result, balances = self._exchange.balances(
-            credentials, self._settings.recv_window_ms, self._http_timeout_s(remaining_ms)
+            credentials, self._settings.recv_window_ms, self._http_timeout_s(remaining_ms), weight.timestamp_ms
         )
         self._observe(result)
         turn.release()
@@ -313,56 +316,35 @@ class Collector:
     def _reserve_attempt(
         self, outcome: Outcome, event_id: str | None, remaining_ms: Callable[[], int], turn: Turn
     ) -> Grant | None:
-        """IP weight, then the account's slot, for one attempt; None (with the outcome's status set) when nothing
-        may be sent. After failed attempts, a refusal raises the last failure instead."""
-        # What the account window would say on what this process knows: no IP weight is taken for a request the
-        # account could not send anyway (budget exhausted, duplicate delivery, back-off).
-        known = self._store.known(outcome.account)
-        decision = decide(self._policy, known, self._exchange.server_now_ms(), event_id, outcome.invocation_id)
-        state = known
-        if isinstance(decision, Grant):
-            weight = self._admitted(outcome, COLLECTION_WEIGHT, remaining_ms, turn)
-            if weight is None:
-                if outcome.attempts:  # earlier attempts failed and no retry may be sent now
-                    raise _failure(outcome.attempts[-1].result, "; no IP weight free for another attempt")
-                # A container that never saw this account reads its window once, so the record shows it truly.
-                self._record_window(outcome, known if known.sequence else self._store.read(outcome.account))
-                return None
-            decision, state = self._reserve_after(outcome, weight, event_id, remaining_ms)
-        if isinstance(decision, Grant):
-            return decision
-        self._record_window(outcome, state)
-        if outcome.attempts:  # earlier attempts failed and no retry may be sent now
-            raise _failure(outcome.attempts[-1].result)
-        self._refused(outcome, decision)
-        return None
-
-    def _reserve_after(
-        self, outcome: Outcome, weight: WeightGrant, event_id: str | None, remaining_ms: Callable[[], int]
-    ) -> tuple[Decision, WindowState]:
-        """Reserve the account's slot for a request whose IP weight is reserved: signed within the weight's slack."""
-        decision, state = self._store.reserve(
+        """The account's slot and the request's IP weight, together, for one attempt; None (with the outcome's status
+        set) when nothing may be sent. After failed attempts, a refusal raises the last failure instead."""
+        # Held until the answer is observed (the caller releases it): the next account reserves knowing what the
+        # exchange reported, other programs on the address included.
+        turn.wait()
+        joint, deferred = self._gate.admit_with_slot(
+            self._store,
             outcome.account,
-            self._policy,
-            # Never signed before the weight was reserved, even if the host's clock steps back meanwhile.
-            lambda: max(weight.timestamp_ms, self._exchange.server_now_ms()),
-            remaining_ms,
+            policy=self._policy,
             event_id=event_id,
             invocation_id=outcome.invocation_id,
+            weight=COLLECTION_WEIGHT,
+            now_ms=self._exchange.server_now_ms,
+            remaining_ms=remaining_ms,
         )
-        # If the account window answered so late that the request would outlive its IP-weight reservation, weight
-        # reserved at the very timestamp it is signed with covers it (the first reservation is left to expire).
-        if (
-            isinstance(decision, Grant)
-            and decision.timestamp_ms > weight.timestamp_ms + ADMISSION_SLACK_MS
-            and not self._gate.acquire_at(COLLECTION_WEIGHT, decision.timestamp_ms, remaining_ms)
-        ):
-            outcome.unsent_reservations.append(decision.sequence)
-            raise WindowStoreError(
-                f"the account window took {decision.timestamp_ms - weight.timestamp_ms} ms to reserve and the IP "
-                "weight was taken meanwhile; not sent"
-            )
-        return decision, state
+        outcome.ip_weight_used = self._gate.policy.used(self._gate.known(), self._exchange.server_now_ms())
+        if isinstance(joint.decision, Grant):
+            return joint.decision
+        # A container that never saw this account reads its window once, so the record shows it truly.
+        self._record_window(outcome, joint.state if joint.state.sequence else self._store.read(outcome.account))
+        if outcome.attempts:  # earlier attempts failed and no retry may be sent now
+            raise _failure(outcome.attempts[-1].result, "" if joint.decision else "; no IP weight free for a retry")
+        if joint.decision is not None:
+            self._refused(outcome, joint.decision)
+        elif deferred is not None:
+            self._deferred(outcome, deferred)
+        elif isinstance(joint.weight, BackingOff):
+            self._refused(outcome, joint.weight)
+        return None
 
     def _admitted(
         self, outcome: Outcome, weight: int, remaining_ms: Callable[[], int], turn: Turn, record: bool = True
@@ -379,12 +361,15 @@ class Collector:
         if isinstance(admission, WeightGrant):
             return admission
         if record and isinstance(admission, Deferred):
-            outcome.status = "deferred"
-            outcome.deferred_until_ms = admission.next_free_ms
-            outcome.note = f"IP weight for this deployment is taken (limit {self._gate.policy.limit} a minute)"
+            self._deferred(outcome, admission)
         elif record and isinstance(admission, BackingOff):
             self._refused(outcome, admission)
         return None
+
+    def _deferred(self, outcome: Outcome, deferred: Deferred) -> None:
+        outcome.status = "deferred"
+        outcome.deferred_until_ms = deferred.next_free_ms
+        outcome.note = f"IP weight for this deployment is taken (limit {self._gate.policy.limit} a minute)"
 
     def _observe(self, result: AttemptResult) -> None:
         self._gate.observe(result.used_weight_1m, self._exchange.server_now_ms)

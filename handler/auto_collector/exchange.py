@@ -69,10 +69,12 @@ class BinanceClient:
         return result
 
     def balances(
-        self, credentials: ApiCredentials, recv_window_ms: int, timeout_s: float
+        self, credentials: ApiCredentials, recv_window_ms: int, timeout_s: float, timestamp_ms: int | None = None
     ) -> tuple[AttemptResult, dict[str, FuturesBalance]]:
-        """The futures wallet balances per asset (GET /sapi/v1/portfolio/balance, weight 20)."""
-        query = signed_payload({"recvWindow": recv_window_ms, "timestamp": self.server_now_ms()}, credentials.signer)
+        """The futures wallet balances per asset (GET /sapi/v1/portfolio/balance, weight 20), signed with
+        `timestamp_ms` (the instant its IP weight was reserved) or now."""
+        timestamp = self.server_now_ms() if timestamp_ms is None else timestamp_ms
+        query = signed_payload({"recvWindow": recv_window_ms, "timestamp": timestamp}, credentials.signer)
         url = f"{self.base_url}{BALANCE_PATH}?{query}"
         result, response = self._send("GET", url, {"X-MBX-APIKEY": credentials.api_key}, timeout_s)
         if result.verdict != "success" or response is None:

@@ -105,10 +105,32 @@ class IpWeightStore:
             self._known = state
         return state
 
+    def remember(self, state: IpWeightState) -> None:
+        """The stored state, as a joint reservation (store.py) wrote or found it."""
+        with self._lock:
+            self._known = state
+
+    def update(self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int) -> dict[str, Any]:
+        """The conditional update storing `after` if the item still holds `state` and is not blocked."""
+        return self._update(state, after, limit, now_ms, ignore_block=False)
+
     def _try_write(
         self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool = False
     ) -> IpWeightState | None:
         """Store `after` if the item still holds `state` (and is not blocked); otherwise return what it holds."""
+        try:
+            self._client.update_item(TableName=self._table, **self._update(state, after, limit, now_ms, ignore_block))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
+            raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
+        except BotoCoreError as error:
+            raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
+        return None
+
+    def _update(
+        self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {
             ":next": {"N": str(after.sequence)},
             ":entries": {"L": [{"L": [{"N": str(expiry)}, {"N": str(weight)}]} for expiry, weight in after.entries]},
@@ -121,23 +143,14 @@ class IpWeightStore:
             # A block is written without a sequence number, so it is checked on its own.
             condition = f"(attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now) AND {condition}"
             values[":now"] = {"N": str(now_ms)}
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=IP_WINDOW_KEY,
-                UpdateExpression="SET #seq = :next, entries = :entries, weightLimit = :limit",
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#seq": "seq"},
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
-            raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
-        except BotoCoreError as error:
-            raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
-        return None
+        return {
+            "Key": IP_WINDOW_KEY,
+            "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#seq": "seq"},
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
 
 
 def state_from_item(item: dict[str, Any] | None) -> IpWeightState:

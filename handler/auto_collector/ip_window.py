@@ -6,26 +6,23 @@ balance read 20). The limit belongs to the address, so it is shared by every acc
 for, by every invocation running at the same time, and by whatever else the customer runs behind the same NAT.
 
 How it works. Every signed request reserves its weight before it is sent. A reservation made at `t` (the
-invocation's estimate of the exchange's clock, the same clock it signs with) is an *entry* (expiry, weight) with
+invocation's estimate of the exchange's clock) is an *entry* (expiry, weight) with
 
-    expiry = t + ADMISSION_SLACK_MS + recvWindow + 1 s + 60 s
+    expiry = t + recvWindow + 1 s + 60 s
 
 and a reservation of weight `w` at `t` is granted only if the weight of the entries still unexpired at `t`
-plus `w` is at most `limit`. `t` is normally the moment of reserving; it may be earlier (never later): a request
-whose account slot came too late for its first reservation reserves again at the timestamp it is signed with.
-The entries live in one DynamoDB item, written with a conditional write on a sequence number, so reservations
-are totally ordered.
+plus `w` is at most `limit`. The request is then signed with timestamp `t` itself: a collection's slot in its
+account window and its IP weight are reserved in one DynamoDB transaction at one instant (store.py), a balance
+read is signed with its reservation's instant. The entries live in one DynamoDB item, written with a conditional
+write on a sequence number, so reservations are totally ordered.
 
-Why that holds in the exchange's own clock. A request reserved at `t` is signed with a timestamp `ts` in
-`[t, t + ADMISSION_SLACK_MS]` (the account window reserves right after; a request whose account reservation
-came later than that is not sent). The exchange accepts it only if it arrives at `a` with
-`ts - 1 s < a <= ts + recvWindow`, so `t - 1 s < a <= t + ADMISSION_SLACK_MS + recvWindow`. Take any minute
-`(T - 60 s, T]` of the exchange's clock and the requests S counted in it; let n be the last of them in the
-reservation order. For every i in S, `a_n - a_i < 60 s`, so
-`t_n - 1 s < a_n < a_i + 60 s <= t_i + ADMISSION_SLACK_MS + recvWindow + 60 s`, i.e. `t_n < expiry_i`:
-entry i was unexpired when n was reserved, and n's reservation saw it (it came earlier in the order). So
-`sum(S) <= unexpired weight at n's reservation + w_n <= limit`. Nothing here depends on the Lambda hosts'
-clocks agreeing, as long as the exchange accepts the requests' timestamps.
+Why that holds in the exchange's own clock. The exchange accepts a request signed at `t` only if it arrives at `a`
+with `t - 1 s < a <= t + recvWindow`. Take any minute `(T - 60 s, T]` of the exchange's clock and the requests S
+counted in it; let n be the last of them in the reservation order. For every i in S, `a_n - a_i < 60 s`, so
+`t_n - 1 s < a_n < a_i + 60 s <= t_i + recvWindow + 60 s`, i.e. `t_n < expiry_i`: entry i was unexpired when n
+was reserved, and n's reservation saw it (it came earlier in the order). So
+`sum(S) <= unexpired weight at n's reservation + w_n <= limit`. Nothing here depends on the Lambda hosts' clocks
+agreeing, as long as the exchange accepts the requests' timestamps.
 
 What the exchange sees that we do not, and what the proof does not cover:
 - other programs behind the same address: every answer carries `X-SAPI-USED-IP-WEIGHT-1M`; when it reports
@@ -50,8 +47,6 @@ from .window import FUTURE_TOLERANCE_MS, BackingOff
 MINUTE_MS = 60_000
 #: The exchange's IP weight limit per minute on /sapi.
 EXCHANGE_IP_WEIGHT_PER_MINUTE = 12_000
-#: How much later than its weight reservation a request may be signed (the account window reserves in between).
-ADMISSION_SLACK_MS = 500
 #: Entries kept in the stored item before the closest are merged (conservatively).
 MAX_ENTRIES = 64
 
@@ -110,7 +105,7 @@ class IpWeightPolicy:
     @property
     def occupancy_ms(self) -> int:
         """How long a reservation's weight counts, from the moment it is made."""
-        return ADMISSION_SLACK_MS + self.recv_window_ms + FUTURE_TOLERANCE_MS + self.period_ms
+        return self.recv_window_ms + FUTURE_TOLERANCE_MS + self.period_ms
 
     def decide(self, state: IpWeightState, now_ms: int, weight: int) -> WeightDecision:
         """Whether `weight` may be sent now."""

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
+from .ip_store import IpWeightStore
+from .ip_store import state_from_item as ip_state_from_item
+from .ip_window import IpWeightPolicy, WeightDecision, WeightGrant
 from .observability import SERVICE
 from .window import RING_SIZE, Decision, Duplicate, Grant, WindowPolicy, WindowState
 
@@ -37,6 +40,16 @@ _MIN_MS_TO_RESERVE = 1_500
 
 def account_key(account: str) -> str:
     return f"ACCOUNT#{account}"
+
+
+@dataclass(frozen=True)
+class JointReservation:
+    """What `reserve_with_weight` did: `decision` is None when the account could send but the IP weight refused
+    (`weight` says why); `weight` is None when the account window refused (`decision` says why)."""
+
+    decision: Decision | None
+    weight: WeightDecision | None
+    state: WindowState
 
 
 def decide(policy: WindowPolicy, state: WindowState, now_ms: int, event_id: str | None, invocation_id: str) -> Decision:
@@ -179,8 +192,91 @@ class WindowStore:
         except (ClientError, BotoCoreError) as error:
             raise WindowStoreError(f"could not write the outcome to table {self._table!r}: {error}") from error
 
+    def reserve_with_weight(  # noqa: PLR0917 - the account window's inputs and the IP weight's
+        self,
+        account: str,
+        policy: WindowPolicy,
+        now_ms: Callable[[], int],
+        remaining_ms: Callable[[], int],
+        event_id: str | None,
+        invocation_id: str,
+        ip: IpWeightStore,
+        ip_policy: IpWeightPolicy,
+        weight: int,
+    ) -> JointReservation:
+        """Reserve the account's slot and the request's IP weight in ONE transaction, at one instant, or neither.
+
+        Both windows are decided on what this process last saw; a transaction cancelled by a newer write returns
+        the stored items (ReturnValuesOnConditionCheckFailure), and the decision is made again on them. So no IP
+        weight is ever taken for a request the account window refuses, and no slot for one the IP weight cannot
+        carry; and the request is signed with the instant both were reserved at.
+        """
+        state = self._known.get(account, WindowState())
+        while True:
+            now = now_ms()
+            decision = decide(policy, state, now, event_id, invocation_id)
+            if not isinstance(decision, Grant):
+                return JointReservation(decision, None, state)
+            ip_state = ip.known
+            weight_decision = ip_policy.decide(ip_state, now, weight)
+            if not isinstance(weight_decision, WeightGrant):
+                return JointReservation(None, weight_decision, state)
+            if remaining_ms() < _MIN_MS_TO_RESERVE:
+                raise DeadlineError("not enough time left to reserve a window slot")
+            items: list[Any] = [
+                {"Update": {"TableName": self._table, **self._update(account, state, decision, policy.limit, now)}},
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        **ip.update(ip_state, weight_decision.state_after, ip_policy.limit, now),
+                    }
+                },
+            ]
+            try:
+                self._client.transact_write_items(TransactItems=items)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise WindowStoreError(
+                        f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"
+                    ) from error
+                reasons: list[Any] = error.response.get("CancellationReasons", [])
+                codes = [reason.get("Code") for reason in reasons]
+                if any(code not in ("None", "ConditionalCheckFailed", "TransactionConflict") for code in codes):
+                    raise WindowStoreError(
+                        f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"
+                    ) from error
+                if codes[:1] == ["ConditionalCheckFailed"]:
+                    current = _state_from_item(reasons[0].get("Item"))
+                    if current.sequence < state.sequence:
+                        self._known.pop(account, None)  # the item was reset: start again from what is stored
+                    state = current
+                if codes[1:2] == ["ConditionalCheckFailed"]:
+                    ip.remember(ip_state_from_item(reasons[1].get("Item")))
+                continue  # decide again on what is stored (or, after a TransactionConflict, simply again)
+            except BotoCoreError as error:
+                raise WindowStoreError(
+                    f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"
+                ) from error
+            self._known[account] = decision.state_after
+            ip.remember(weight_decision.state_after)
+            if state.sequence == 0:
+                self._register(account)
+            return JointReservation(decision, weight_decision, state)
+
     def _try_write(self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int) -> WindowState | None:
         """Apply `grant` if the stored item is still `state` and not blocked; otherwise return the stored state."""
+        try:
+            self._client.update_item(TableName=self._table, **self._update(account, state, grant, limit, now_ms))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return _state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
+            raise WindowStoreError(f"could not reserve a window slot in table {self._table!r}: {error}") from error
+        except BotoCoreError as error:
+            raise WindowStoreError(f"could not reserve a window slot in table {self._table!r}: {error}") from error
+        return None
+
+    def _update(self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int) -> dict[str, Any]:
+        """The conditional update that applies `grant` if the stored item is still `state` and not blocked."""
         names = {"#seq": "seq", "#slot": _slot_attribute(grant.slot)}
         values: dict[str, Any] = {
             ":next": {"N": str(state.sequence + 1)},
@@ -220,23 +316,14 @@ class WindowStore:
         else:
             condition += "#seq = :seq"
             values[":seq"] = {"N": str(state.sequence)}
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._key(account),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return _state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
-            raise WindowStoreError(f"could not reserve a window slot in table {self._table!r}: {error}") from error
-        except BotoCoreError as error:
-            raise WindowStoreError(f"could not reserve a window slot in table {self._table!r}: {error}") from error
-        return None
+        return {
+            "Key": self._key(account),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
 
     def _register(self, account: str) -> None:
         """Note the account in the registry the operator's view lists (once per account, ever)."""

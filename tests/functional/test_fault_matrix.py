@@ -638,7 +638,9 @@ def test_dynamodb_unreachable_sends_nothing_and_logs_the_outcome(rig: Rig) -> No
     result = rig.run({})
 
     assert type(result) is WindowStoreError
-    assert f"could not reserve IP weight in table {rig.deployment.table!r}" in str(result)  # the first write
+    assert f"could not reserve a window slot and IP weight in table {rig.deployment.table!r}" in str(
+        result
+    )  # the first write
     assert rig.exchange.requests() == []
     assert "outcome not stored; full record follows" in rig.logs.getvalue()
 
@@ -647,7 +649,7 @@ def test_missing_table_sends_nothing(rig: Rig) -> None:
     rig.deployment.set_env(TABLE_NAME="no-such-table")
     result = rig.run({})
     assert type(result) is WindowStoreError
-    assert "could not reserve IP weight in table 'no-such-table'" in str(result)
+    assert "could not reserve a window slot and IP weight in table 'no-such-table'" in str(result)
     assert "ResourceNotFoundException" in str(result)
     assert rig.exchange.requests() == []
 
