@@ -216,3 +216,28 @@ def test_a_weight_above_the_limit_is_refused_for_a_full_occupancy() -> None:
 def test_invalid_policies_are_refused(limit: int, max_entries: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         IpWeightPolicy(limit, recv_window_ms=RECV, max_entries=max_entries)
+
+
+def test_weight_dropped_by_a_faster_clock_still_counts_for_a_slower_one() -> None:
+    """An entry is dropped by a write at a clock past its expiry; a writer whose clock is behind that one (another
+    host a few ms slower, a clock resynced backwards, a request reserving at its earlier signed timestamp) must not
+    be granted weight the dropped entry may still share a minute with, in the exchange's clock."""
+    policy = IpWeightPolicy(3_000, recv_window_ms=RECV)
+    state = grant(policy, IpWeightState(), T0, COLLECTION_WEIGHT)
+    state = grant(policy, state, T0, COLLECTION_WEIGHT)  # full until T0 + OCCUPANCY
+    fast = T0 + OCCUPANCY
+    state = grant(policy, state, fast, 1)  # both entries expire exactly now: dropped
+    assert state.entries == ((fast + OCCUPANCY, 1),)
+
+    slow = fast - 2  # 2 ms behind the writer that dropped them
+    refusal = policy.decide(state, slow, COLLECTION_WEIGHT)
+    assert refusal == WeightRefusal(next_free_ms=fast)
+    # Had it been granted: the two dropped requests arrive as late as the exchange accepts, this one as early,
+    # and all three (4500 > 3000) fall into one half-open minute of the exchange's clock.
+    late = T0 + ADMISSION_SLACK_MS + RECV
+    early = slow - (FUTURE_TOLERANCE_MS - 1)
+    assert early - late < MINUTE_MS
+    # from the dropping writer's instant on, the slower writer is served as the window allows
+    assert isinstance(policy.decide(state, fast, COLLECTION_WEIGHT), WeightGrant)
+    observed = policy.observe(state, slow, reported_used=100)
+    assert observed is not None and observed.pruned_until_ms == fast  # an observation never lowers it
