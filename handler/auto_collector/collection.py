@@ -28,7 +28,6 @@ from .errors import (
     ExchangeRateLimitedError,
     ExchangeRejectedError,
     ExchangeUnavailableError,
-    WindowStoreError,
 )
 from .events import Invocation
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
@@ -312,7 +311,9 @@ class Collector:
         # What the account window would say on what this process knows: no IP weight is taken for a request the
         # account could not send anyway (budget exhausted, duplicate delivery, back-off).
         known = self._store.known(outcome.account)
-        decision: Decision = self._policy.decide(known, self._exchange.server_now_ms(), event_id, outcome.invocation_id)
+        decision: Decision | Deferred = self._policy.decide(
+            known, self._exchange.server_now_ms(), event_id, outcome.invocation_id
+        )
         state = known
         if isinstance(decision, Grant):
             weight = self._admitted(outcome, COLLECTION_WEIGHT, remaining_ms, turn)
@@ -328,12 +329,15 @@ class Collector:
         self._record_window(outcome, state)
         if outcome.attempts:  # earlier attempts failed and no retry may be sent now
             raise _failure(outcome.attempts[-1].result)
-        self._refused(outcome, decision)
+        if isinstance(decision, Deferred):
+            self._deferred(outcome, decision)
+        else:
+            self._refused(outcome, decision)
         return None
 
     def _reserve_after(
         self, outcome: Outcome, weight: WeightGrant, event_id: str | None, remaining_ms: Callable[[], int]
-    ) -> tuple[Decision, WindowState]:
+    ) -> tuple[Decision | Deferred, WindowState]:
         """Reserve the account's slot for a request whose IP weight is reserved: signed within the weight's slack."""
         decision, state = self._store.reserve(
             outcome.account,
@@ -351,11 +355,18 @@ class Collector:
             and decision.timestamp_ms > weight.timestamp_ms + ADMISSION_SLACK_MS
             and not self._gate.acquire_at(COLLECTION_WEIGHT, decision.timestamp_ms, remaining_ms)
         ):
+            # Not a failure: a busy host (many accounts on a small Lambda) can take that long. The slot stays spent
+            # (recorded as unsent) and the account is deferred like any other that found no IP weight.
             outcome.unsent_reservations.append(decision.sequence)
-            raise WindowStoreError(
-                f"the account window took {decision.timestamp_ms - weight.timestamp_ms} ms to reserve and the IP "
-                "weight was taken meanwhile; not sent"
+            logger.warning(
+                "the account window took too long to reserve and the IP weight was taken meanwhile: not sent",
+                extra={"account": outcome.account, "delayMs": decision.timestamp_ms - weight.timestamp_ms},
             )
+            known = self._gate.known()
+            free_ms = self._gate.policy.next_free_ms(
+                known, max(decision.timestamp_ms, known.pruned_until_ms), weight.weight
+            )
+            return Deferred(free_ms), decision.state_after
         return decision, state
 
     def _admitted(
@@ -371,12 +382,15 @@ class Collector:
         if isinstance(admission, WeightGrant):
             return admission
         if record and isinstance(admission, Deferred):
-            outcome.status = "deferred"
-            outcome.deferred_until_ms = admission.next_free_ms
-            outcome.note = f"IP weight for this deployment is taken (limit {self._gate.policy.limit} a minute)"
+            self._deferred(outcome, admission)
         elif record and isinstance(admission, BackingOff):
             self._refused(outcome, admission)
         return None
+
+    def _deferred(self, outcome: Outcome, deferred: Deferred) -> None:
+        outcome.status = "deferred"
+        outcome.deferred_until_ms = deferred.next_free_ms
+        outcome.note = f"IP weight for this deployment is taken (limit {self._gate.policy.limit} a minute)"
 
     def _observe(self, result: AttemptResult) -> None:
         self._gate.observe(result.used_weight_1m, self._exchange.server_now_ms)
