@@ -84,24 +84,21 @@ def test_nobody_passes_before_the_first_in_order_starts() -> None:
 
 def test_a_turn_released_without_use_passes_it_on() -> None:
     """An account that needs no IP weight (it failed early, or its budget is spent) releases its turn unused."""
-    order = ["a", "b", "c"]
-    turnstile = Turnstile(order)
-    passed: list[str] = []
+    turnstile = Turnstile(["a", "b", "c"])
+    c_passed = threading.Event()
 
-    def use(label: str) -> Callable[[], None]:
-        def run() -> None:
-            with turnstile.turn(label):
-                passed.append(label)
+    def c() -> None:
+        with turnstile.turn("c"):
+            c_passed.set()
 
-        return run
-
-    def release_unused() -> None:
-        time.sleep(0.1)  # after "c" is already waiting on it
-        turnstile.turn("b").release()
-        passed.append("b released")
-
-    run_in_threads([use("c"), release_unused, use("a")])
-    assert passed == ["a", "b released", "c"]
+    thread = threading.Thread(target=c, daemon=True)
+    thread.start()
+    with turnstile.turn("a"):
+        pass
+    assert not c_passed.wait(0.2)  # "b" still holds its place
+    turnstile.turn("b").release()  # never entered: finished without needing weight
+    assert c_passed.wait(JOIN_TIMEOUT_S)
+    thread.join(timeout=JOIN_TIMEOUT_S)
 
 
 def test_no_deadlock_when_a_turn_is_never_entered() -> None:
