@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 import time
 import uuid
 from collections import Counter
@@ -21,10 +22,14 @@ from auto_collector.ip_window import (
     EXCHANGE_IP_WEIGHT_PER_MINUTE,
     MINUTE_MS,
     IpWeightPolicy,
+    WeightGrant,
 )
 from auto_collector.store import WindowStore
+from auto_collector.window import BackingOff
 from localdev.exchange_emulator import ApiCredential, RecordedRequest
 from tests.conftest import Deployment, ed25519_pem
+from tests.support.dynamodb_local import DynamoDBLocal
+from tests.support.table import create_table
 from tests.support.workers import invoke_accounts_repeatedly, worker_environment
 
 pytestmark = pytest.mark.dynamodb_local
@@ -142,3 +147,65 @@ def test_many_accounts_in_parallel_processes_never_exceed_the_ip_weight(
                 if outcome["status"] == "deferred":
                     assert outcome["deferredUntil"] > outcome["startedAt"], outcome  # when it will be tried
     assert recorded == statuses
+
+
+@pytest.fixture
+def local_table(dynamodb_local: DynamoDBLocal) -> str:
+    name = f"ip-window-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb_local.client(), name)
+    return name
+
+
+def test_threads_racing_on_separate_stores_get_exactly_the_limit(
+    dynamodb_local: DynamoDBLocal, local_table: str
+) -> None:
+    racers = 24
+    policy = IpWeightPolicy(EXCHANGE_IP_WEIGHT_PER_MINUTE, recv_window_ms=2_000)
+    barrier = threading.Barrier(racers)
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def race(weight: int) -> None:
+        store = IpWeightStore(dynamodb_local.client(), local_table)  # each racer is its own container
+        barrier.wait()
+        decision, _ = store.reserve(policy, weight, lambda: 1_800_000_000_000, lambda: 60_000)
+        if isinstance(decision, WeightGrant):
+            with lock:
+                granted.append(decision.weight)
+
+    weights = [COLLECTION_WEIGHT] * 12 + [BALANCE_WEIGHT] * 12
+    threads = [threading.Thread(target=race, args=(weight,)) for weight in weights]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = IpWeightStore(dynamodb_local.client(), local_table).read()
+    assert sorted(weight for _, weight in stored.entries) == sorted(granted)  # every grant stored, nothing else
+    assert stored.sequence == len(granted)
+    assert sum(granted) <= EXCHANGE_IP_WEIGHT_PER_MINUTE
+    # whatever the interleaving, what was refused did not fit any more
+    refused = sorted(weights)
+    for weight in granted:
+        refused.remove(weight)
+    assert all(sum(granted) + weight > EXCHANGE_IP_WEIGHT_PER_MINUTE for weight in refused)
+
+
+def test_a_block_stops_a_writer_that_has_not_seen_it(dynamodb_local: DynamoDBLocal, local_table: str) -> None:
+    now = 1_800_000_000_000
+    policy = IpWeightPolicy(EXCHANGE_IP_WEIGHT_PER_MINUTE, recv_window_ms=2_000)
+    unaware = IpWeightStore(dynamodb_local.client(), local_table)
+    first, _ = unaware.reserve(policy, COLLECTION_WEIGHT, lambda: now, lambda: 60_000)
+    assert isinstance(first, WeightGrant)
+
+    heard_429 = IpWeightStore(dynamodb_local.client(), local_table)
+    heard_429.block(now + 30_000, "HTTP 429 code -1003: Too much request weight used")
+    heard_429.block(now + 10_000, "shorter: ignored")  # a block is only ever extended
+
+    decision, _ = unaware.reserve(policy, COLLECTION_WEIGHT, lambda: now + 1, lambda: 60_000)
+    assert decision == BackingOff(now + 30_000, "HTTP 429 code -1003: Too much request weight used")
+    assert unaware.read().blocked_until_ms == now + 30_000
+    # what the exchange reports is still recorded during a block
+    assert unaware.observe(policy, 4_000, lambda: now + 2) == 4_000 - COLLECTION_WEIGHT
+    granted, _ = unaware.reserve(policy, COLLECTION_WEIGHT, lambda: now + 30_000, lambda: 60_000)
+    assert isinstance(granted, WeightGrant)
+    assert policy.used(unaware.read(), now + 30_000) == 4_000 + COLLECTION_WEIGHT
