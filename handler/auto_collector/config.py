@@ -46,9 +46,9 @@ class Settings:
     accounts: tuple[AccountConfig, ...]
     base_url: str = "https://api.binance.com"
     max_calls_per_hour: int = EXCHANGE_HOURLY_LIMIT
-    # Short: every request holds its IP weight for recvWindow + 61.5 s (ip_window.py), and the clock is resynced
-    # on -1021, so a wide window would only cost throughput.
-    recv_window_ms: int = 2_000
+    # Every request holds its IP weight for recvWindow + 61 s (ip_window.py): 2000 gains a little IP throughput
+    # for many accounts, but a slow DynamoDB write (throttling retries) can then outlast it and waste an attempt.
+    recv_window_ms: int = 5_000
     outcome_retention_days: int = 90
     max_attempts: int = 3
     http_timeout_s: float = 10.0

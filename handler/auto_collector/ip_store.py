@@ -135,6 +135,7 @@ class IpWeightStore:
             ":next": {"N": str(after.sequence)},
             ":entries": {"L": [{"L": [{"N": str(expiry)}, {"N": str(weight)}]} for expiry, weight in after.entries]},
             ":limit": {"N": str(limit)},
+            ":pruned": {"N": str(after.pruned_until_ms)},
         }
         condition = "attribute_not_exists(#seq)" if state.sequence == 0 else "#seq = :seq"
         if state.sequence:
@@ -145,7 +146,7 @@ class IpWeightStore:
             values[":now"] = {"N": str(now_ms)}
         return {
             "Key": IP_WINDOW_KEY,
-            "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit",
+            "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit, prunedUntilMs = :pruned",
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {"#seq": "seq"},
             "ExpressionAttributeValues": values,
@@ -164,4 +165,5 @@ def state_from_item(item: dict[str, Any] | None) -> IpWeightState:
         entries=entries,
         blocked_until_ms=int(item.get("blockedUntilMs", {"N": "0"})["N"]),
         blocked_reason=item.get("blockedReason", {"S": ""})["S"],
+        pruned_until_ms=int(item.get("prunedUntilMs", {"N": "0"})["N"]),
     )

@@ -20,9 +20,13 @@ Why that holds in the exchange's own clock. The exchange accepts a request signe
 with `t - 1 s < a <= t + recvWindow`. Take any minute `(T - 60 s, T]` of the exchange's clock and the requests S
 counted in it; let n be the last of them in the reservation order. For every i in S, `a_n - a_i < 60 s`, so
 `t_n - 1 s < a_n < a_i + 60 s <= t_i + recvWindow + 60 s`, i.e. `t_n < expiry_i`: entry i was unexpired when n
-was reserved, and n's reservation saw it (it came earlier in the order). So
+was reserved, and n's reservation saw it: it came earlier in the order, and it was not dropped in between. A
+write drops the entries expired at *its* `t`, which may be later than `t_n` (another host's clock a few ms ahead,
+a clock resynced backwards); so every write raises `pruned_until_ms` to the latest expiry it drops, and no
+reservation is granted at a `t` before it: had i been dropped, `t_n >= pruned_until_ms >= expiry_i`. So
 `sum(S) <= unexpired weight at n's reservation + w_n <= limit`. Nothing here depends on the Lambda hosts' clocks
-agreeing, as long as the exchange accepts the requests' timestamps.
+agreeing, as long as the exchange accepts the requests' timestamps (a writer behind the one that last dropped
+entries waits for its clock to catch up: the difference between the hosts' clocks).
 
 What the exchange sees that we do not, and what the proof does not cover:
 - other programs behind the same address: every answer carries `X-SAPI-USED-IP-WEIGHT-1M`; when it reports
@@ -67,6 +71,8 @@ class IpWeightState:
     entries: tuple[Entry, ...] = ()
     blocked_until_ms: int = 0
     blocked_reason: str = ""
+    #: The latest expiry of an entry dropped from `entries`: its weight may count for a clock before it.
+    pruned_until_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,9 @@ class IpWeightPolicy:
         if weight > self.limit:
             # Never grantable: configuration must prevent it (see config.py); refuse for a full period.
             return WeightRefusal(now_ms + self.occupancy_ms)
+        if now_ms < state.pruned_until_ms:
+            # Weight dropped by a writer whose clock was ahead may still count at ours.
+            return WeightRefusal(self.next_free_ms(state, state.pruned_until_ms, weight))
         if self.used(state, now_ms) + weight > self.limit:
             return WeightRefusal(self.next_free_ms(state, now_ms, weight))
         expiry = now_ms + self.occupancy_ms
@@ -152,6 +161,7 @@ class IpWeightPolicy:
 
     def _with_entry(self, state: IpWeightState, now_ms: int, entry: Entry) -> IpWeightState:
         entries = sorted([e for e in state.entries if e[0] > now_ms] + [entry])
+        dropped = [expiry for expiry, _ in state.entries if expiry <= now_ms]
         while len(entries) > self.max_entries:
             # Merge the neighbours closest in expiry: the merged weight counts until the later expiry.
             index = min(range(len(entries) - 1), key=lambda i: entries[i + 1][0] - entries[i][0])
@@ -162,4 +172,5 @@ class IpWeightPolicy:
             entries=tuple(entries),
             blocked_until_ms=state.blocked_until_ms,
             blocked_reason=state.blocked_reason,
+            pruned_until_ms=max([state.pruned_until_ms, *dropped]),
         )

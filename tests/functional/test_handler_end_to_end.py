@@ -42,7 +42,7 @@ def test_scheduled_event_collects_and_records_the_outcome(deployment: Deployment
     sent = collections(deployment)
     assert [(r.status, r.executed, r.api_key) for r in sent] == [(200, True, deployment.api_key)]
     assert set(sent[0].params) == {"recvWindow", "timestamp", "signature"}
-    assert sent[0].params["recvWindow"] == "2000"
+    assert sent[0].params["recvWindow"] == "5000"
 
     (record,) = deployment.outcomes()
     assert record["status"] == "collected"
@@ -97,7 +97,7 @@ def test_budget_exhausted_returns_normally_with_the_next_free_slot(deployment: D
     assert outcomes["budget_exhausted"]["nextSlotAt"] == third["nextSlotAt"]
     # the first reservation frees one hour (plus recvWindow and the 1 s tolerance) after it was signed
     first_signed = collections(deployment)[0].params["timestamp"]
-    frees_at_ms = int(first_signed) + 3_600_000 + 2_000 + 1_000
+    frees_at_ms = int(first_signed) + 3_600_000 + 5_000 + 1_000
     assert third["nextSlotAt"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(frees_at_ms // 1000)) + (
         f".{frees_at_ms % 1000:03d}Z"
     )

@@ -87,7 +87,7 @@ def test_status_json_reports_window_back_off_outcomes_and_failures(
         "limit": 3,  # the limit of the last reservation, from the window item
         "limitSource": "window",
         "free": 0,
-        "nextSlotAt": iso(first_signed + 3_600_000 + 2_000 + 1_000),  # when the first reservation expires
+        "nextSlotAt": iso(first_signed + 3_600_000 + 5_000 + 1_000),  # when the first reservation expires
         "reservations": 3,
         "lastReservationAt": account["window"]["lastReservationAt"],
     }
@@ -105,7 +105,7 @@ def test_status_json_reports_window_back_off_outcomes_and_failures(
     assert (last[1]["httpStatus"], last[1]["exchangeCode"]) == (429, -1003)
     assert last[1]["error"]["type"] == "exchange_rate_limited"
     assert last[2]["dryRun"] is True and last[2]["reservations"] == []
-    assert last[3]["nextSlotAt"] == iso(first_signed + 3_603_000)
+    assert last[3]["nextSlotAt"] == iso(first_signed + 3_606_000)
     assert all(isinstance(o["latencyMs"], int) and o["latencyMs"] >= 0 for o in last)
     assert set(last[0]) == {
         "startedAt",
@@ -186,7 +186,7 @@ def test_a_reservation_without_an_outcome_is_a_crash_trace(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = WindowStore(deployment.dynamodb, deployment.table)
-    policy = WindowPolicy(500, 2_000)  # the default recvWindow, which the view assumes
+    policy = WindowPolicy(500, 5_000)
     twenty_minutes_ago = now_ms() - 20 * 60_000
     # A process that reserved a slot 20 minutes ago and died before recording its outcome...
     store.reserve("default", policy, lambda: twenty_minutes_ago, lambda: 60_000)
@@ -267,7 +267,7 @@ def test_what_moved_is_shown_from_real_collections(deployment: Deployment, capsy
 def test_several_accounts_are_listed_from_the_registry(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policy = WindowPolicy(500, 2_000)  # the default recvWindow, which the view assumes
+    policy = WindowPolicy(500, 5_000)
     store = WindowStore(deployment.dynamodb, deployment.table)
     for label in ("fund-b", "fund-a"):
         store.reserve(label, policy, now_ms, lambda: 60_000)

@@ -4,7 +4,9 @@ that counts requests and injects the faults those emulators cannot produce thems
 - `fail_next`: answer the next N AWS JSON-protocol calls whose `X-Amz-Target` matches with an error
   (by default DynamoDB's ProvisionedThroughputExceededException), instead of forwarding them;
 - `truncate_next`: forward the next N requests to a path, then cut the upstream's answer off halfway through
-  its body and close the connection (a load balancer resetting the connection mid-response).
+  its body and close the connection (a load balancer resetting the connection mid-response);
+- `delay_next`: hold the next N matching requests (by `X-Amz-Target` and a fragment of the body) for a while
+  before forwarding them (a slow store, or a busy host).
 
 Point one client at it (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`, `BINANCE_BASE_URL`).
 """
@@ -16,6 +18,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +46,14 @@ class _Failure:
     body: dict[str, str]
 
 
+@dataclass
+class _Delay:
+    target_prefix: str
+    body_contains: bytes
+    remaining: int
+    seconds: float
+
+
 class FaultProxy:
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
@@ -52,6 +63,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._failures: list[_Failure] = []
         self._truncations: Counter[str] = Counter()  # path -> answers still to cut off
+        self._delays: list[_Delay] = []
         #: X-Amz-Target (or "" for other requests) -> number of requests seen.
         self.calls: Counter[str] = Counter()
         #: X-Amz-Target (or path) -> number of requests answered with an injected failure or cut off.
@@ -74,6 +86,11 @@ class FaultProxy:
         """Forward the next `count` requests to `path`, but deliver only half of each answer's body."""
         with self._lock:
             self._truncations[path] += count
+
+    def delay_next(self, count: int, target_prefix: str, seconds: float, body_contains: bytes = b"") -> None:
+        """Forward the next `count` requests matching `target_prefix` and `body_contains` only after `seconds`."""
+        with self._lock:
+            self._delays.append(_Delay(target_prefix, body_contains, count, seconds))
 
     def count(self, target_prefix: str) -> int:
         with self._lock:
@@ -99,6 +116,14 @@ class FaultProxy:
                     self.failed[target] += 1
                     return failure
             return None
+
+    def _delay(self, target: str, body: bytes) -> float:
+        with self._lock:
+            for delay in self._delays:
+                if delay.remaining > 0 and target.startswith(delay.target_prefix) and delay.body_contains in body:
+                    delay.remaining -= 1
+                    return delay.seconds
+            return 0.0
 
     def _cut_off(self, path: str) -> bool:
         with self._lock:
@@ -145,6 +170,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                     failure.status, [("Content-Type", "application/x-amz-json-1.0")], json.dumps(failure.body).encode()
                 )
                 return
+            time.sleep(proxy._delay(target, body))
             headers = {name: value for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED}
             status, response_headers, response_body = proxy._forward(method, self.path, headers, body)
             kept = [(name, value) for name, value in response_headers if name.lower() not in _NOT_FORWARDED]

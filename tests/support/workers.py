@@ -34,3 +34,21 @@ def invoke_repeatedly(environment: dict[str, str], count: int, start: Any, resul
         except CollectorError as error:
             statuses.append(f"error:{error.kind}:{error}")
     results.put(statuses)
+
+
+def invoke_accounts_repeatedly(environment: dict[str, str], count: int, start: Any, results: Any) -> None:
+    """Like `invoke_repeatedly` for a deployment of several accounts: puts each invocation's per-account statuses."""
+    os.environ.update(environment)
+    from auto_collector.errors import CollectorError
+    from auto_collector.handler import lambda_handler
+    from tests.support.lambda_context import FakeLambdaContext
+
+    start.wait()
+    invocations = []
+    for _ in range(count):
+        try:
+            result = lambda_handler({}, FakeLambdaContext())
+            invocations.append([account["status"] for account in result.get("accounts", [result])])
+        except CollectorError as error:
+            invocations.append([f"error:{error.kind}:{error}"])
+    results.put(invocations)

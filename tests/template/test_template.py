@@ -294,7 +294,7 @@ def test_parameters_have_safe_defaults(template: dict[str, Any]) -> None:
     assert parameters["ScheduleEnabled"]["AllowedValues"] == ["true", "false"]
     budget = parameters["MaxCallsPerHour"]
     assert (budget["Default"], budget["MinValue"], budget["MaxValue"]) == (500, 1, 500)
-    assert parameters["RecvWindowMs"]["Default"] == 2000
+    assert parameters["RecvWindowMs"]["Default"] == 5000
     assert parameters["RecvWindowMs"]["MaxValue"] <= 60000
     assert parameters["AccountLabel"]["Default"] == "default"
     assert parameters["OutcomeRetentionDays"]["Default"] == 90
@@ -1154,7 +1154,7 @@ def test_ip_weight_parameters_reach_the_collector(template: dict[str, Any], func
     variables = function["Environment"]["Variables"]
     assert variables["IP_WEIGHT_PER_MINUTE"] == {"Ref": "IpWeightPerMinute"}
     assert variables["IP_WEIGHT_MAX_WAIT_SECONDS"] == {"Ref": "IpWeightMaxWaitSeconds"}
-    assert template["Parameters"]["RecvWindowMs"]["Default"] == 2000
+    assert template["Parameters"]["RecvWindowMs"]["Default"] == 5000
 
 
 def test_fan_out_alarms_watch_the_backlog_and_the_dead_letters_and_notify_on_their_own(

@@ -11,7 +11,7 @@ def test_defaults() -> None:
     assert settings == Settings(table_name="collector", accounts=(AccountConfig("default", "binance/collector"),))
     assert settings.base_url == "https://api.binance.com"
     assert settings.max_calls_per_hour == 500
-    assert settings.recv_window_ms == 2000
+    assert settings.recv_window_ms == 5000
     assert (settings.ip_weight_per_minute, settings.ip_weight_max_wait_s) == (12000, 10)
 
 
