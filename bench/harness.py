@@ -1,10 +1,19 @@
 """The emulated world every measurement runs against, all on 127.0.0.1.
 
-moto's server (DynamoDB, Secrets Manager) behind the counting proxy, and the exchange emulator with its
-hourly and per-minute limits raised so it never refuses the benchmark's volume (the collector's own window
-still enforces MAX_CALLS_PER_HOUR; each batch uses a fresh account label). The table is created from
-template.yaml's definition, each account gets its own Ed25519 key (registered with the emulator under the
-account's label) and its own secret.
+moto's server (DynamoDB, Secrets Manager) behind the counting proxy, and the exchange emulator with the
+exchange's real limits: 500 collections an hour per account, 12,000 IP weight a minute (8 collections). The
+table is created from template.yaml's definition, each account gets its own Ed25519 key (registered with the
+emulator under the account's label) and its own secret.
+
+Samples that would exceed the real limits let simulated time pass between them instead (bench/simclock.py):
+the emulator's clock is the real one plus a shift that moves on SAMPLE_GAP_MS before every sample, so its
+rolling minute holds no earlier sample's weight. A warm child reads the same shifted clock, so the collector's
+own IP-weight window (held 63.5 s a request, ip_window.py) has expired too. A cold child is a fresh
+interpreter on the real clock: for it the emulator's server time is set back by the shift (its timestamps stay
+valid) and the IP-window item's entries are removed, as the minute would have expired them (its sequence number
+stays, so a new container's first reservation still fails its condition and tries again, as in production).
+Each batch still uses a fresh account label, and no account comes near 500 collections in an hour of the
+emulator's clock.
 """
 
 from __future__ import annotations
@@ -31,12 +40,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.proxy import CountingProxy
+from bench.simclock import SharedClock
 from localdev.exchange_emulator import ApiCredential, ExchangeEmulator, Fault
 from localdev.template import REPO, create_table_from_template
 
 REGION = "eu-west-1"
 TABLE = "fund-auto-collector-bench"
 COLD_CHILD = Path(__file__).resolve().parent / "cold_child.py"
+#: Simulated time between two samples: more than the 63.5 s a request holds its IP weight in the collector's
+#: window (and the exchange's 60 s), so no sample waits for, or is refused, weight another sample used.
+SAMPLE_GAP_MS = 64_000
+#: The deployment's IP-weight window item (handler/auto_collector/ip_store.py).
+IP_WINDOW_KEY = {"pk": {"S": "IPWEIGHT"}, "sk": {"S": "WINDOW"}}
 #: The variables the function reads, besides the account ones, as the template sets them.
 FUNCTION_ENV = {
     "TABLE_NAME": TABLE,
@@ -72,7 +87,9 @@ class Harness:
         host, port = self._moto.get_host_and_port()
         self.moto_endpoint = f"http://{host}:{port}"
         self.proxy = CountingProxy(self.moto_endpoint).start()
-        self.exchange = ExchangeEmulator(hourly_limit=10**9, ip_weight_limit_1m=10**12).start()
+        self.clock = SharedClock(self.work / "clock", create=True)
+        # The exchange's real limits (the emulator's defaults): time passes between samples instead.
+        self.exchange = ExchangeEmulator(clock_ms=self.clock.now_ms).start()
         self.direct = {
             "endpoint_url": self.moto_endpoint,
             "region_name": REGION,
@@ -185,7 +202,26 @@ class Harness:
         try:
             yield
         finally:
-            self.exchange.reset()  # drops the faults (and the request log, which is read before this)
+            self.exchange.clear_faults()  # not reset(): that would also forget the hourly counts
+
+    # ------------------------------------------------------------------ simulated time
+
+    def pass_time_for_cold_sample(self) -> None:
+        """A sample's worth of time passes for a fresh interpreter that reads the real clock (see the module doc)."""
+        self.clock.advance_ns(SAMPLE_GAP_MS * 1_000_000)
+        self.exchange.server_time_offset_ms = -self.clock.shift_ms()  # its server time stays the real time
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):  # none made yet
+            self.dynamodb.update_item(
+                TableName=TABLE,
+                Key=IP_WINDOW_KEY,
+                UpdateExpression="SET entries = :none",
+                ConditionExpression="attribute_exists(seq)",
+                ExpressionAttributeValues={":none": {"L": []}},
+            )
+
+    def children_follow_clock(self) -> None:
+        """For children that install the shared clock (warm_child, ip_weight): the server time is that clock."""
+        self.exchange.server_time_offset_ms = 0
 
     # ------------------------------------------------------------------ environments
 
@@ -214,6 +250,7 @@ class Harness:
 
     def cold(self, command: list[str], mode: str, paths: list[str], env: dict[str, str]) -> ColdSample:
         """One fresh interpreter: `command` + cold_child.py MODE FD PATHS; timed by this process."""
+        self.pass_time_for_cold_sample()
         read_fd, write_fd = os.pipe()
         before = self.proxy.counts()
         with tempfile.TemporaryFile(dir=self.work) as stderr, tempfile.TemporaryFile(dir=self.work) as stdout:
@@ -262,7 +299,10 @@ class Harness:
             "proxy": self.proxy.endpoint,
             "exchange": self.exchange.base_url,
             "out": str(out),
+            "clock": str(self.clock.path),
+            "gap_ms": SAMPLE_GAP_MS,
         }
+        self.children_follow_clock()
         config_path.write_text(json.dumps(config))
         env = self.env()
         env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -293,7 +333,7 @@ class Harness:
         out.unlink()
         for name, data in results.items():
             if not name.startswith("_") and data["failed"]:
-                raise RuntimeError(f"warm {name}: {data['failed']} invocations did not collect: {data['failures']}")
+                raise RuntimeError(f"warm {name}: {data['failed']} invocations not as expected: {data['failures']}")
         return results
 
 
@@ -336,4 +376,4 @@ def _value_size(value: dict[str, Any]) -> int:
     return len(str(raw))
 
 
-__all__ = ["REPO", "ColdSample", "Harness", "item_size_bytes"]
+__all__ = ["REPO", "SAMPLE_GAP_MS", "ColdSample", "Harness", "item_size_bytes"]
