@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     table = report.table(results)
     print()
     print(table)
+    if results.get("ip_weight"):
+        print()
+        print(ip_weight.table(results["ip_weight"]))
     print(f"\n(total {results['elapsed_s']:.0f} s; raw figures in {(WORK / 'results.json').relative_to(REPO)})")
     target = args.results
     if target is None and not args.quick and only == set(SCENARIOS) and args.code == REPO / "handler":
@@ -220,7 +223,7 @@ def warm(h: Harness, n: int, code: Path) -> dict[str, Any]:
         {
             "name": "collector_secret_reread",
             "kind": "handler",
-            "env": h.account_env(f"{label}-reread", SECRET_MAX_AGE_SECONDS="0"),
+            "env": h.account_env(f"{label}-reread", SECRET_MAX_AGE_SECONDS="0", TABLE_NAME=h.table("reread")),
         },
     ]
     raw = h.warm(variants, n=n, warmup=5, count=10, paths=[str(code), str(REPO)])
@@ -241,13 +244,14 @@ def scale(h: Harness, records: int, n: int, code: Path) -> dict[str, Any]:
     batch = uuid.uuid4().hex[:6]
     small, big = f"scale1-{batch}", f"scalebig-{batch}"
     _say(f"scale: loading {records:,} outcome records into moto ...")
-    h.preload_outcomes(small, 1)
-    load_s = h.preload_outcomes(big, records)
-    preloaded = {"one_record": h.count_items(small), "many_records": h.count_items(big)}
+    small_table, big_table = h.table("scale-one"), h.table("scale-many")  # one deployment each (see Harness.table)
+    h.preload_outcomes(small, 1, small_table)
+    load_s = h.preload_outcomes(big, records, big_table)
+    preloaded = {"one_record": h.count_items(small, small_table), "many_records": h.count_items(big, big_table)}
     _say(f"  loaded in {load_s:.0f} s; {n} warm invocations of each account, interleaved ...")
     variants = [
-        {"name": "one_record", "kind": "handler", "env": h.account_env(small)},
-        {"name": "many_records", "kind": "handler", "env": h.account_env(big)},
+        {"name": "one_record", "kind": "handler", "env": h.account_env(small, TABLE_NAME=small_table)},
+        {"name": "many_records", "kind": "handler", "env": h.account_env(big, TABLE_NAME=big_table)},
     ]
     raw = h.warm(variants, n=n, warmup=3, count=10, paths=[str(code), str(REPO)])
     result = _warm_summaries(raw)
@@ -271,7 +275,7 @@ def accounts(h: Harness, count: int, n: int, code: Path) -> dict[str, Any]:
     expect = f"collected:{collected}" + (f",deferred:{count - collected}" if count > collected else "")
     variants = [
         {"name": "many", "kind": "handler", "env": {"ACCOUNTS": fleet}, "expect": expect},
-        {"name": "one", "kind": "handler", "env": h.account_env(f"solo-{batch}")},
+        {"name": "one", "kind": "handler", "env": h.account_env(f"solo-{batch}", TABLE_NAME=h.table("solo"))},
     ]
     paths = [str(code), str(REPO)]
     result: dict[str, Any] = {"accounts": count, "collected": collected, "statuses": expect}
@@ -291,14 +295,20 @@ def accounts(h: Harness, count: int, n: int, code: Path) -> dict[str, Any]:
 
 
 def ip_weight_hour(h: Harness, accounts: int, minutes: int, code: Path) -> dict[str, Any]:
-    _say(f"ip-weight: {accounts} accounts on one IP, one scheduled invocation a simulated minute for {minutes} ...")
-    result = ip_weight.run(h, code, accounts=accounts, minutes=minutes)
-    _say(
-        f"  {result['collections']} collections = {result['per_minute']:.2f} a minute (limit 8), "
-        f"{result['refused_429_418']} refused 429/418, max weight in 60 s {result['max_weight_60s']}, "
-        f"{result['real_s']:.0f} s"
-    )
-    return result
+    """The default configuration, then the same hour with settings a customer can change (not code)."""
+    runs: dict[str, Any] = {}
+    for name, function_env in ip_weight.WHAT_IF.items():
+        _say(
+            f"ip-weight ({name}): {accounts} accounts on one IP, one scheduled invocation a simulated minute "
+            f"for {minutes} ..."
+        )
+        result = runs[name] = ip_weight.run(h, code, accounts=accounts, minutes=minutes, **function_env)
+        _say(
+            f"  {result['collections']} collections = {result['per_minute']:.2f} a minute (limit 8), "
+            f"{result['refused_429_418']} refused 429/418, max weight in 60 s {result['max_weight_60s']}, "
+            f"{result['real_s']:.0f} s"
+        )
+    return runs
 
 
 def artifact_cold(h: Harness, runs: int) -> dict[str, Any]:

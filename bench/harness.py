@@ -99,6 +99,7 @@ class Harness:
         self.dynamodb = boto3.client("dynamodb", **self.direct)
         self.secrets = boto3.client("secretsmanager", **self.direct)
         create_table_from_template(self.dynamodb, TABLE)
+        self._tables = {TABLE}
         self._secret_ids: dict[str, str] = {}
 
     def close(self) -> None:
@@ -107,6 +108,20 @@ class Harness:
         self._moto.stop()
 
     # ------------------------------------------------------------------ provisioning
+
+    def table(self, name: str) -> str:
+        """A table of its own (created once), named after `name`.
+
+        Variants interleaved in one warm process are separate deployments: each needs its own table, since the
+        table holds the deployment's IP-weight window. Sharing one, every invocation would find the item changed
+        by the other variant and reserve twice (a failed conditional write, then the winning one), which a warm
+        container of a real deployment does not.
+        """
+        table = f"{TABLE}-{name}"
+        if table not in self._tables:
+            create_table_from_template(self.dynamodb, table)
+            self._tables.add(table)
+        return table
 
     def add_account(self, label: str) -> str:
         """A fresh Ed25519 key for `label`: registered with the exchange, stored in its own secret."""
@@ -128,7 +143,7 @@ class Harness:
         self._secret_ids[label] = secret_id
         return secret_id
 
-    def preload_outcomes(self, label: str, count: int) -> float:
+    def preload_outcomes(self, label: str, count: int, table: str = TABLE) -> float:
         """`count` outcome records for `label`, written straight into moto with BatchWriteItem; returns seconds.
 
         The requests are JSON posted on one keep-alive connection, without boto3: its request validation and
@@ -155,7 +170,7 @@ class Harness:
                     at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((base_ms + n * 300_000) / 1000))
                     item = _outcome_item(label, f"{at}.000Z", f"preloaded-{n:06d}", n)
                     requests.append({"PutRequest": {"Item": item}})
-                pending: Any = {TABLE: requests}
+                pending: Any = {table: requests}
                 while pending:
                     connection.request("POST", "/", json.dumps({"RequestItems": pending}), headers)
                     response = connection.getresponse()
@@ -169,11 +184,11 @@ class Harness:
             gc.freeze()
         return time.perf_counter() - started
 
-    def count_items(self, label: str) -> int:
+    def count_items(self, label: str, table: str = TABLE) -> int:
         paginator = self.dynamodb.get_paginator("query")
         total = 0
         for page in paginator.paginate(
-            TableName=TABLE,
+            TableName=table,
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": f"ACCOUNT#{label}"}},
             Select="COUNT",
@@ -181,13 +196,13 @@ class Harness:
             total += page["Count"]
         return total
 
-    def item(self, label: str, sort_key: str) -> dict[str, Any]:
+    def item(self, label: str, sort_key: str, table: str = TABLE) -> dict[str, Any]:
         key = {"pk": {"S": f"ACCOUNT#{label}"}, "sk": {"S": sort_key}}
-        return self.dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item", {})  # type: ignore[no-any-return]
+        return self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})  # type: ignore[no-any-return]
 
-    def latest_outcome(self, label: str) -> dict[str, Any]:
+    def latest_outcome(self, label: str, table: str = TABLE) -> dict[str, Any]:
         response = self.dynamodb.query(
-            TableName=TABLE,
+            TableName=table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :o)",
             ExpressionAttributeValues={":pk": {"S": f"ACCOUNT#{label}"}, ":o": {"S": "OUTCOME#2"}},
             ScanIndexForward=False,
