@@ -62,13 +62,17 @@ class Variant:
         self.env: dict[str, str] = spec["env"]
         self.event: Any = spec.get("event", {})
         self.expect: str = spec.get("expect", "collected")
-        self._clear = all_keys - set(self.env)
+        # What another variant set and this one does not: back to the process's own value (e.g. TABLE_NAME), or gone.
+        self._restore = {key: os.environ.get(key) for key in all_keys - set(self.env)}
         self._raw: Any = None
         self.failures: list[str] = []
 
     def _apply_env(self) -> None:
-        for key in self._clear:
-            os.environ.pop(key, None)
+        for key, value in self._restore.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         os.environ.update(self.env)
 
     def invoke(self, clock: SharedClock, gap_ms: int) -> float:
