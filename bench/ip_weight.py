@@ -11,7 +11,9 @@ reads the benchmark's shared simulated clock (bench/simclock.py) as `time.time_n
 that clock on by `s` instead of waiting; between invocations the clock moves on to the next minute. The
 emulator reads the same clock. So the work itself (DynamoDB, exchange requests, threads) runs at its real speed
 and only the idle time is skipped. The collector's sleeps are waits for IP weight, which the fairness turnstile
-(admission.Turnstile) makes one at a time, so one sleeper moving everyone's clock is what real time would do.
+(admission.Turnstile) makes one at a time. The one liberty: a request in flight on another thread while an
+account sleeps sees the clock jump, where in real time it would have landed first; that can only make it look
+later to the exchange (a -1021, reported with every other answer), never use less weight.
 The Lambda context's remaining time follows the simulated clock (60 s, the template's Timeout).
 
 Reported, from the emulator's request log (what the exchange saw) and the counting proxy (AWS): collections a
