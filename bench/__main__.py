@@ -35,7 +35,9 @@ IP_WEIGHT_PER_MINUTE, COLLECTION_WEIGHT = 12_000, 1500
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer runs and a 10,000-record scale test (~2 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer runs, a 10,000-record scale test, 15 ip-weight minutes (~3 min)"
+    )
     parser.add_argument("--skip-build", action="store_true", help="measure the artifact already in .aws-sam/build")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument(
