@@ -2,8 +2,11 @@
 measured in the same run, against moto's server and the exchange emulator on 127.0.0.1. No timed
 assertions: it reports, and writes bench/RESULTS.md (full runs only, unless --results is given).
 
-    python -m bench [--quick] [--skip-build] [--only cold,warm,scale,accounts,artifact] [--code DIR]
+    python -m bench [--quick] [--skip-build] [--only cold,warm,scale,accounts,artifact,ip-weight] [--code DIR]
                     [--results PATH]
+
+The emulator keeps the exchange's real limits throughout; samples that would exceed them let simulated time
+pass between them (bench/harness.py).
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import artifact, report
+from bench import artifact, ip_weight, report
 from bench.harness import REPO, ColdSample, Harness, item_size_bytes
 
 WORK = REPO / ".cache" / "bench"
-SCENARIOS = ("cold", "warm", "scale", "accounts", "artifact")
+SCENARIOS = ("cold", "warm", "scale", "accounts", "artifact", "ip-weight")
+#: The exchange's IP weight a minute and a collection's weight: at most 8 collections a minute per IP.
+IP_WEIGHT_PER_MINUTE, COLLECTION_WEIGHT = 12_000, 1500
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer runs and a 10,000-record scale test (~2 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer runs, a 10,000-record scale test, 15 ip-weight minutes (~3 min)"
+    )
     parser.add_argument("--skip-build", action="store_true", help="measure the artifact already in .aws-sam/build")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument(
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         "scale_n": 30 if args.quick else 100,
         "accounts": 50,
         "accounts_n": 3 if args.quick else 10,
+        "ip_weight_accounts": 100,
+        "ip_weight_minutes": 15 if args.quick else 60,
     }
     command = "make bench" + (f" ARGS={shlex.quote(' '.join(sys.argv[1:]))}" if sys.argv[1:] else "")
     started = time.perf_counter()
@@ -87,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             results["accounts"] = accounts(harness, size["accounts"], size["accounts_n"], code_compiled)
         if "artifact" in only and results["build"]["ok"]:
             results["artifact"] = artifact_cold(harness, size["cold_runs"])
+        if "ip-weight" in only:
+            results["ip_weight"] = ip_weight_hour(
+                harness, size["ip_weight_accounts"], size["ip_weight_minutes"], code_compiled
+            )
     finally:
         harness.close()
 
@@ -96,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     table = report.table(results)
     print()
     print(table)
+    if results.get("ip_weight"):
+        print()
+        print(ip_weight.table(results["ip_weight"]))
     print(f"\n(total {results['elapsed_s']:.0f} s; raw figures in {(WORK / 'results.json').relative_to(REPO)})")
     target = args.results
     if target is None and not args.quick and only == set(SCENARIOS) and args.code == REPO / "handler":
@@ -209,7 +225,7 @@ def warm(h: Harness, n: int, code: Path) -> dict[str, Any]:
         {
             "name": "collector_secret_reread",
             "kind": "handler",
-            "env": h.account_env(f"{label}-reread", SECRET_MAX_AGE_SECONDS="0"),
+            "env": h.account_env(f"{label}-reread", SECRET_MAX_AGE_SECONDS="0", TABLE_NAME=h.table("reread")),
         },
     ]
     raw = h.warm(variants, n=n, warmup=5, count=10, paths=[str(code), str(REPO)])
@@ -230,13 +246,14 @@ def scale(h: Harness, records: int, n: int, code: Path) -> dict[str, Any]:
     batch = uuid.uuid4().hex[:6]
     small, big = f"scale1-{batch}", f"scalebig-{batch}"
     _say(f"scale: loading {records:,} outcome records into moto ...")
-    h.preload_outcomes(small, 1)
-    load_s = h.preload_outcomes(big, records)
-    preloaded = {"one_record": h.count_items(small), "many_records": h.count_items(big)}
+    small_table, big_table = h.table("scale-one"), h.table("scale-many")  # one deployment each (see Harness.table)
+    h.preload_outcomes(small, 1, small_table)
+    load_s = h.preload_outcomes(big, records, big_table)
+    preloaded = {"one_record": h.count_items(small, small_table), "many_records": h.count_items(big, big_table)}
     _say(f"  loaded in {load_s:.0f} s; {n} warm invocations of each account, interleaved ...")
     variants = [
-        {"name": "one_record", "kind": "handler", "env": h.account_env(small)},
-        {"name": "many_records", "kind": "handler", "env": h.account_env(big)},
+        {"name": "one_record", "kind": "handler", "env": h.account_env(small, TABLE_NAME=small_table)},
+        {"name": "many_records", "kind": "handler", "env": h.account_env(big, TABLE_NAME=big_table)},
     ]
     raw = h.warm(variants, n=n, warmup=3, count=10, paths=[str(code), str(REPO)])
     result = _warm_summaries(raw)
@@ -248,16 +265,22 @@ def scale(h: Harness, records: int, n: int, code: Path) -> dict[str, Any]:
 def accounts(h: Harness, count: int, n: int, code: Path) -> dict[str, Any]:
     """ACCOUNTS with `count` accounts against one account: without added latency, with 100 ms on every
     exchange request, and with 100 ms on every exchange and AWS request. The latency each adds shows what
-    overlaps: `count` requests made one after another would add `count` x 100 ms."""
+    overlaps: the requests made one after another would add their number x 100 ms.
+
+    Under the exchange's IP limit an invocation collects at most 8 accounts (12,000 weight a minute, 1500 a
+    collection); the others are deferred to the next tick. Each invocation comes after a simulated minute
+    (warm_child), so it finds the IP's minute free: 8 collected and `count` - 8 deferred, every time."""
     batch = uuid.uuid4().hex[:6]
     labels = [f"fleet{batch}-{i:02d}" for i in range(count)]
     fleet = json.dumps([{"label": label, "secretId": h.add_account(label)} for label in labels])
+    collected = min(count, IP_WEIGHT_PER_MINUTE // COLLECTION_WEIGHT)
+    expect = f"collected:{collected}" + (f",deferred:{count - collected}" if count > collected else "")
     variants = [
-        {"name": "many", "kind": "handler", "env": {"ACCOUNTS": fleet}},
-        {"name": "one", "kind": "handler", "env": h.account_env(f"solo-{batch}")},
+        {"name": "many", "kind": "handler", "env": {"ACCOUNTS": fleet}, "expect": expect},
+        {"name": "one", "kind": "handler", "env": h.account_env(f"solo-{batch}", TABLE_NAME=h.table("solo"))},
     ]
     paths = [str(code), str(REPO)]
-    result: dict[str, Any] = {"accounts": count}
+    result: dict[str, Any] = {"accounts": count, "collected": collected, "statuses": expect}
     _say(f"accounts: {count} accounts vs 1, no added latency ...")
     result["no_latency"] = _warm_summaries(h.warm(variants, n=n, warmup=1, count=1, paths=paths))
     _say("  ... 100 ms on every exchange request ...")
@@ -271,6 +294,23 @@ def accounts(h: Harness, count: int, n: int, code: Path) -> dict[str, Any]:
     finally:
         h.proxy.delay_s = 0.0
     return result
+
+
+def ip_weight_hour(h: Harness, accounts: int, minutes: int, code: Path) -> dict[str, Any]:
+    """The default configuration, then the same hour with settings a customer can change (not code)."""
+    runs: dict[str, Any] = {}
+    for name, function_env in ip_weight.WHAT_IF.items():
+        _say(
+            f"ip-weight ({name}): {accounts} accounts on one IP, one scheduled invocation a simulated minute "
+            f"for {minutes} ..."
+        )
+        result = runs[name] = ip_weight.run(h, code, accounts=accounts, minutes=minutes, **function_env)
+        _say(
+            f"  {result['collections']} collections = {result['per_minute']:.2f} a minute (limit 8), "
+            f"{result['refused_429_418']} refused 429/418, max weight in 60 s {result['max_weight_60s']}, "
+            f"{result['real_s']:.0f} s"
+        )
+    return runs
 
 
 def artifact_cold(h: Harness, runs: int) -> dict[str, Any]:

@@ -1,10 +1,19 @@
 """The emulated world every measurement runs against, all on 127.0.0.1.
 
-moto's server (DynamoDB, Secrets Manager) behind the counting proxy, and the exchange emulator with its
-hourly and per-minute limits raised so it never refuses the benchmark's volume (the collector's own window
-still enforces MAX_CALLS_PER_HOUR; each batch uses a fresh account label). The table is created from
-template.yaml's definition, each account gets its own Ed25519 key (registered with the emulator under the
-account's label) and its own secret.
+moto's server (DynamoDB, Secrets Manager) behind the counting proxy, and the exchange emulator with the
+exchange's real limits: 500 collections an hour per account, 12,000 IP weight a minute (8 collections). The
+table is created from template.yaml's definition, each account gets its own Ed25519 key (registered with the
+emulator under the account's label) and its own secret.
+
+Samples that would exceed the real limits let simulated time pass between them instead (bench/simclock.py):
+the emulator's clock is the real one plus a shift that moves on SAMPLE_GAP_MS before every sample, so its
+rolling minute holds no earlier sample's weight. A warm child reads the same shifted clock, so the collector's
+own IP-weight window (held 63.5 s a request, ip_window.py) has expired too. A cold child is a fresh
+interpreter on the real clock: for it the emulator's server time is set back by the shift (its timestamps stay
+valid) and the IP-window item's entries are removed, as the minute would have expired them (its sequence number
+stays, so a new container's first reservation still fails its condition and tries again, as in production).
+Each batch still uses a fresh account label, and no account comes near 500 collections in an hour of the
+emulator's clock.
 """
 
 from __future__ import annotations
@@ -31,12 +40,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.proxy import CountingProxy
+from bench.simclock import SharedClock
 from localdev.exchange_emulator import ApiCredential, ExchangeEmulator, Fault
 from localdev.template import REPO, create_table_from_template
 
 REGION = "eu-west-1"
 TABLE = "fund-auto-collector-bench"
 COLD_CHILD = Path(__file__).resolve().parent / "cold_child.py"
+#: Simulated time between two samples: more than the 63.5 s a request holds its IP weight in the collector's
+#: window (and the exchange's 60 s), so no sample waits for, or is refused, weight another sample used.
+SAMPLE_GAP_MS = 64_000
+#: The deployment's IP-weight window item (handler/auto_collector/ip_store.py).
+IP_WINDOW_KEY = {"pk": {"S": "IPWEIGHT"}, "sk": {"S": "WINDOW"}}
 #: The variables the function reads, besides the account ones, as the template sets them.
 FUNCTION_ENV = {
     "TABLE_NAME": TABLE,
@@ -72,11 +87,20 @@ class Harness:
         host, port = self._moto.get_host_and_port()
         self.moto_endpoint = f"http://{host}:{port}"
         self.proxy = CountingProxy(self.moto_endpoint).start()
-        self.exchange = ExchangeEmulator(hourly_limit=10**9, ip_weight_limit_1m=10**12).start()
+        self.clock = SharedClock(self.work / "clock", create=True)
+        # The exchange's real limits (the emulator's defaults): time passes between samples instead.
+        self.exchange = ExchangeEmulator(clock_ms=self.clock.now_ms).start()
+        self.direct = {
+            "endpoint_url": self.moto_endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": "bench",
+            "aws_secret_access_key": "bench",
+        }
         direct = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name=REGION)
         self.dynamodb = direct.client("dynamodb", endpoint_url=self.moto_endpoint)
         self.secrets = direct.client("secretsmanager", endpoint_url=self.moto_endpoint)
         create_table_from_template(self.dynamodb, TABLE)
+        self._tables = {TABLE}
         self._secret_ids: dict[str, str] = {}
 
     def close(self) -> None:
@@ -85,6 +109,20 @@ class Harness:
         self._moto.stop()
 
     # ------------------------------------------------------------------ provisioning
+
+    def table(self, name: str) -> str:
+        """A table of its own (created once), named after `name`.
+
+        Variants interleaved in one warm process are separate deployments: each needs its own table, since the
+        table holds the deployment's IP-weight window. Sharing one, every invocation would find the item changed
+        by the other variant and reserve twice (a failed conditional write, then the winning one), which a warm
+        container of a real deployment does not.
+        """
+        table = f"{TABLE}-{name}"
+        if table not in self._tables:
+            create_table_from_template(self.dynamodb, table)
+            self._tables.add(table)
+        return table
 
     def add_account(self, label: str) -> str:
         """A fresh Ed25519 key for `label`: registered with the exchange, stored in its own secret."""
@@ -106,7 +144,7 @@ class Harness:
         self._secret_ids[label] = secret_id
         return secret_id
 
-    def preload_outcomes(self, label: str, count: int) -> float:
+    def preload_outcomes(self, label: str, count: int, table: str = TABLE) -> float:
         """`count` outcome records for `label`, written straight into moto with BatchWriteItem; returns seconds.
 
         The requests are JSON posted on one keep-alive connection, without boto3: its request validation and
@@ -133,7 +171,7 @@ class Harness:
                     at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((base_ms + n * 300_000) / 1000))
                     item = _outcome_item(label, f"{at}.000Z", f"preloaded-{n:06d}", n)
                     requests.append({"PutRequest": {"Item": item}})
-                pending: Any = {TABLE: requests}
+                pending: Any = {table: requests}
                 while pending:
                     connection.request("POST", "/", json.dumps({"RequestItems": pending}), headers)
                     response = connection.getresponse()
@@ -147,11 +185,11 @@ class Harness:
             gc.freeze()
         return time.perf_counter() - started
 
-    def count_items(self, label: str) -> int:
+    def count_items(self, label: str, table: str = TABLE) -> int:
         paginator = self.dynamodb.get_paginator("query")
         total = 0
         for page in paginator.paginate(
-            TableName=TABLE,
+            TableName=table,
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": f"ACCOUNT#{label}"}},
             Select="COUNT",
@@ -159,13 +197,13 @@ class Harness:
             total += page["Count"]
         return total
 
-    def item(self, label: str, sort_key: str) -> dict[str, Any]:
+    def item(self, label: str, sort_key: str, table: str = TABLE) -> dict[str, Any]:
         key = {"pk": {"S": f"ACCOUNT#{label}"}, "sk": {"S": sort_key}}
-        return self.dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item", {})
+        return self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})
 
-    def latest_outcome(self, label: str) -> dict[str, Any]:
+    def latest_outcome(self, label: str, table: str = TABLE) -> dict[str, Any]:
         response = self.dynamodb.query(
-            TableName=TABLE,
+            TableName=table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :o)",
             ExpressionAttributeValues={":pk": {"S": f"ACCOUNT#{label}"}, ":o": {"S": "OUTCOME#2"}},
             ScanIndexForward=False,
@@ -180,7 +218,26 @@ class Harness:
         try:
             yield
         finally:
-            self.exchange.reset()  # drops the faults (and the request log, which is read before this)
+            self.exchange.clear_faults()  # not reset(): that would also forget the hourly counts
+
+    # ------------------------------------------------------------------ simulated time
+
+    def pass_time_for_cold_sample(self) -> None:
+        """A sample's worth of time passes for a fresh interpreter that reads the real clock (see the module doc)."""
+        self.clock.advance_ns(SAMPLE_GAP_MS * 1_000_000)
+        self.exchange.server_time_offset_ms = -self.clock.shift_ms()  # its server time stays the real time
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):  # none made yet
+            self.dynamodb.update_item(
+                TableName=TABLE,
+                Key=IP_WINDOW_KEY,
+                UpdateExpression="SET entries = :none",
+                ConditionExpression="attribute_exists(seq)",
+                ExpressionAttributeValues={":none": {"L": []}},
+            )
+
+    def children_follow_clock(self) -> None:
+        """For children that install the shared clock (warm_child, ip_weight): the server time is that clock."""
+        self.exchange.server_time_offset_ms = 0
 
     # ------------------------------------------------------------------ environments
 
@@ -209,6 +266,7 @@ class Harness:
 
     def cold(self, command: list[str], mode: str, paths: list[str], env: dict[str, str]) -> ColdSample:
         """One fresh interpreter: `command` + cold_child.py MODE FD PATHS; timed by this process."""
+        self.pass_time_for_cold_sample()
         read_fd, write_fd = os.pipe()
         before = self.proxy.counts()
         with tempfile.TemporaryFile(dir=self.work) as stderr, tempfile.TemporaryFile(dir=self.work) as stdout:
@@ -257,7 +315,10 @@ class Harness:
             "proxy": self.proxy.endpoint,
             "exchange": self.exchange.base_url,
             "out": str(out),
+            "clock": str(self.clock.path),
+            "gap_ms": SAMPLE_GAP_MS,
         }
+        self.children_follow_clock()
         config_path.write_text(json.dumps(config))
         env = self.env()
         env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -288,7 +349,7 @@ class Harness:
         out.unlink()
         for name, data in results.items():
             if not name.startswith("_") and data["failed"]:
-                raise RuntimeError(f"warm {name}: {data['failed']} invocations did not collect: {data['failures']}")
+                raise RuntimeError(f"warm {name}: {data['failed']} invocations not as expected: {data['failures']}")
         return results
 
 
@@ -331,4 +392,4 @@ def _value_size(value: dict[str, Any]) -> int:
     return len(str(raw))
 
 
-__all__ = ["REPO", "ColdSample", "Harness", "item_size_bytes"]
+__all__ = ["REPO", "SAMPLE_GAP_MS", "ColdSample", "Harness", "item_size_bytes"]

@@ -5,6 +5,8 @@ Manager and kept while warm, the Ed25519 key loaded with cryptography, then per 
 - one DynamoDB UpdateItem of the same shape as the collector's reservation (the same attributes set, the
   same back-off condition, ReturnValuesOnConditionCheckFailure) - except that the sequence number is
   incremented with ADD instead of checked, as a floor that keeps no view of the window can;
+- one DynamoDB UpdateItem of the same shape as the collector's IP-weight reservation (ip_store.py), the
+  sequence number again incremented with ADD (an item of its own, so it never conflicts with the collector's);
 - one signed POST to the exchange;
 - one PutItem of an outcome record with the same attributes as the collector's.
 No Powertools, no validation, no retries, no logging, no metrics: the floor the collector is compared with.
@@ -31,6 +33,7 @@ from botocore.config import Config
 _CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5)
 _RING = 500
 _RECV_WINDOW_MS = 5000
+_IP_WEIGHT_HELD_MS = 500 + _RECV_WINDOW_MS + 1000 + 60_000
 
 
 class RawCollector:
@@ -76,6 +79,20 @@ class RawCollector:
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
         self.sequence = int(response["Attributes"]["seq"]["N"])
+        self.dynamodb.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"IPWEIGHT#{self.label}"}, "sk": {"S": "WINDOW"}},
+            UpdateExpression="SET entries = :entries, weightLimit = :limit ADD #seq :one",
+            ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now",
+            ExpressionAttributeNames={"#seq": "seq"},
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":entries": {"L": [{"L": [{"N": str(now_ms + _IP_WEIGHT_HELD_MS)}, {"N": "1500"}]}]},
+                ":limit": {"N": "12000"},
+                ":now": {"N": str(now_ms)},
+            },
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
         payload = urlencode({"recvWindow": _RECV_WINDOW_MS, "timestamp": now_ms})
         signature = base64.b64encode(self.key.sign(payload.encode())).decode()
         sent = time.perf_counter()

@@ -7,6 +7,14 @@ Each invocation's wall time is recorded. Then `count` more invocations of each v
 requests (read from the counting proxy) and exchange requests (read from the emulator) recorded around
 each one. The results are written as JSON to the config's `out` path.
 
+Time: the process reads the benchmark's shared simulated clock (bench/simclock.py) as `time.time_ns`, and
+`gap_ms` of it passes before every invocation (untimed), so each one finds the exchange's rolling minute and
+the collector's IP-weight window free of the previous ones, as with invocations a minute apart. Sleeps are
+real: an invocation that waited for weight would show in its time.
+
+A variant's `expect` (default "collected") is the status every invocation must end with; for several accounts
+it is the count of each status, like "collected:8,deferred:42". Anything else is counted as a failure.
+
 The function's logs and metrics go to stdout, which the parent points at /dev/null.
 """
 
@@ -18,9 +26,12 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.simclock import SharedClock
 
 
 class _Context:
@@ -50,24 +61,30 @@ class Variant:
         self.kind: str = spec["kind"]
         self.env: dict[str, str] = spec["env"]
         self.event: Any = spec.get("event", {})
-        self._clear = all_keys - set(self.env)
+        self.expect: str = spec.get("expect", "collected")
+        # What another variant set and this one does not: back to the process's own value (e.g. TABLE_NAME), or gone.
+        self._restore = {key: os.environ.get(key) for key in all_keys - set(self.env)}
         self._raw: Any = None
         self.failures: list[str] = []
 
     def _apply_env(self) -> None:
-        for key in self._clear:
-            os.environ.pop(key, None)
+        for key, value in self._restore.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         os.environ.update(self.env)
 
-    def invoke(self) -> float:
-        """One invocation; returns its wall time in ms (the environment switch is not timed)."""
+    def invoke(self, clock: SharedClock, gap_ms: int) -> float:
+        """One invocation; returns its wall time in ms (the environment switch and the time passing are not timed)."""
+        clock.advance_ns(gap_ms * 1_000_000)
         self._apply_env()
         call: Callable[[], str]
         if self.kind == "handler":
             from auto_collector.handler import lambda_handler
 
             def call() -> str:
-                return str(lambda_handler(self.event, _Context()).get("status"))
+                return _statuses(lambda_handler(self.event, _Context()))
         else:
             if self._raw is None:
                 from bench.raw import RawCollector
@@ -80,30 +97,41 @@ class Variant:
         except Exception as error:  # recorded; the parent reports failed invocations
             status = f"{type(error).__name__}: {error}"
         elapsed = (time.perf_counter() - started) * 1000
-        if status != "collected":
+        if status != self.expect:
             self.failures.append(status)
         return elapsed
 
 
+def _statuses(result: dict[str, Any]) -> str:
+    """One account's status, or for several the count of each ("collected:8,deferred:42")."""
+    if "accounts" not in result:
+        return str(result.get("status"))
+    counts = Counter(str(account["status"]) for account in result["accounts"])
+    return ",".join(f"{status}:{count}" for status, count in sorted(counts.items()))
+
+
 def main(config_path: str) -> int:
     config = json.loads(Path(config_path).read_text())
+    clock = SharedClock(Path(config["clock"]))
+    clock.install(sleep=False)
+    gap_ms = int(config["gap_ms"])
     all_keys = {key for spec in config["variants"] for key in spec["env"]}
     variants = [Variant(spec, all_keys) for spec in config["variants"]]
     results: dict[str, Any] = {v.name: {"times_ms": [], "counts": [], "exchange": []} for v in variants}
 
     for variant in variants:
         for _ in range(config["warmup"]):
-            variant.invoke()
+            variant.invoke(clock, gap_ms)
     for round_ in range(config["n"]):
         shift = round_ % len(variants)
         for variant in variants[shift:] + variants[:shift]:
-            results[variant.name]["times_ms"].append(variant.invoke())
+            results[variant.name]["times_ms"].append(variant.invoke(clock, gap_ms))
 
     proxy, exchange = config["proxy"], config["exchange"]
     for variant in variants:
         for _ in range(config["count"]):
             before, before_x = _get_json(f"{proxy}/_bench/counts"), _get_json(f"{exchange}/_emulator/stats")
-            variant.invoke()
+            variant.invoke(clock, gap_ms)
             after, after_x = _get_json(f"{proxy}/_bench/counts"), _get_json(f"{exchange}/_emulator/stats")
             results[variant.name]["counts"].append(
                 {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}

@@ -177,6 +177,11 @@ class ExchangeEmulator:
             queues = [self._faults.get(path, deque())] if path is not None else list(self._faults.values())
             return [dataclasses.replace(f) for q in queues for f in q]
 
+    def clear_faults(self) -> None:
+        """Drop the faults not yet consumed; the request log and every counter are kept."""
+        with self._lock:
+            self._faults.clear()
+
     def reset(self) -> None:
         """Clear the request log, faults, violations and all counters. Credentials, balances,
         account info and server_time_offset_ms are kept."""

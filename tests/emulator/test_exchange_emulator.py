@@ -346,6 +346,19 @@ def test_hourly_limit_rolling_window(clock: FakeClock) -> None:
         assert c.call().status_code == 200  # counters cleared, credentials kept
 
 
+def test_clear_faults_keeps_the_log_and_the_counters(clock: FakeClock) -> None:
+    with ExchangeEmulator(clock_ms=clock, hourly_limit=2) as emu:
+        emu.add_credential(ApiCredential(api_key=HMAC_KEY, hmac_secret=HMAC_SECRET))
+        c = Client(emu, clock)
+        assert c.call().status_code == 200
+        emu.inject(Fault(status=503, count=5))
+        emu.clear_faults()
+        assert emu.pending_faults() == []
+        assert c.call().status_code == 200  # the fault is gone
+        assert err(c.call()) == (429, -1003)  # the hourly count is not: 2 already
+        assert len(emu.requests()) == 3
+
+
 def test_hourly_limit_under_concurrency(clock: FakeClock) -> None:
     with ExchangeEmulator(clock_ms=clock, hourly_limit=10, ip_weight_limit_1m=10**9) as emu:
         emu.add_credential(ApiCredential(api_key=HMAC_KEY, hmac_secret=HMAC_SECRET))
