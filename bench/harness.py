@@ -50,6 +50,7 @@ FUNCTION_ENV = {
 @dataclass
 class ColdSample:
     wall_ms: float  # spawn to "done" (interpreter start, imports, one invocation; not the shutdown)
+    process_ms: float  # spawn to exit: the whole process as a person sees it, interpreter shutdown included
     import_ms: float  # measured inside the child: interpreter start of the script to imports done
     invoke_ms: float  # the invocation
     maxrss_kb: int  # peak resident set of the child's image (VmHWM), see cold_child.py
@@ -232,6 +233,7 @@ class Harness:
                 line = done.readline().decode()
                 wall_ms = (time.perf_counter() - started) * 1000
             process.wait()
+            process_ms = (time.perf_counter() - started) * 1000
             stderr.seek(0)
             errors = stderr.read().decode(errors="replace")
             log_bytes = stdout.seek(0, os.SEEK_END)
@@ -241,6 +243,7 @@ class Harness:
             raise RuntimeError(f"cold {mode} run failed: {line.strip() or 'no result'}\n{errors[-3000:]}")
         return ColdSample(
             wall_ms=wall_ms,
+            process_ms=process_ms,
             import_ms=float(fields[2]),
             invoke_ms=float(fields[3]),
             maxrss_kb=int(fields[4]),
