@@ -124,6 +124,15 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     "",
                 )
             )
+            out.append(
+                (
+                    "  CPU time of the whole process (user + sys, shutdown included)",
+                    f"{c['process_cpu_ms']:.0f} ms",
+                    f"{b['process_cpu_ms']:.0f} ms",
+                    _ratio(c["process_cpu_ms"], b["process_cpu_ms"]),
+                    "",
+                )
+            )
         out.append(
             (
                 "  of which imports / the invocation",
@@ -220,6 +229,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{p['wall_ms'] - c['wall_ms']:.0f} ms saved",
             )
         )
+        if "process_ms" in c:
+            out.append(
+                (
+                    "  as a whole process (spawn to exit)",
+                    f"{c['process_ms']:.0f} ms",
+                    f"{p['process_ms']:.0f} ms",
+                    _ratio(c["process_ms"], p["process_ms"]),
+                    "",
+                )
+            )
         out.append(
             (
                 "  of which imports / the invocation",
@@ -256,6 +275,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{art['shipped_pyc']} .pyc shipped",
             )
         )
+        if "runtime_only" in art:
+            shipped = ", ".join(art["runtime_only"]) or "none"
+            out.append(("  of the SDK the Lambda runtime provides (boto3, botocore ...)", shipped, "", "", "none"))
     elif build is not None and not build["ok"]:
         out.append(("Built artifact", "skipped: sam build failed", build["line"][:60], "", ""))
     sc = results.get("scale")

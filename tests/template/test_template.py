@@ -704,7 +704,7 @@ def test_the_built_artifact_traces_with_the_runtimes_botocore(
             "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_ID,
             "LAMBDA_TASK_ROOT": str(built_artifact.path),
             "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
-            "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:{}".format(daemon.getsockname()[1]),
+            "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{daemon.getsockname()[1]}",
         }
         event = (REPO / "events" / "scheduled.json").read_text()
         summary, origins = _invoke_built(built_artifact, tmp_path, event, tracing)
