@@ -456,7 +456,9 @@ def markdown(results: dict[str, Any], kept: str = "") -> str:
         "real invocation, and other work on this shared 2-CPU machine moves single runs by 10-20 %, which is "
         "why every comparison is interleaved and taken as a median.",
         "- Cold start: wall time from spawning a fresh interpreter (`python -I -B`) to the end of its first "
-        "invocation (console event `{}`), interpreter shutdown excluded; collector, collector-from-source and "
+        "invocation (console event `{}`), and to the process's exit (the whole process: what runs after the "
+        "handler returned - atexit hooks, threads, the interpreter's own shutdown - counts there); the CPU time of "
+        "the whole process is the child's rusage. Collector, collector-from-source and "
         f"baseline runs interleaved, {size['cold_runs']} each, after one unmeasured run each (so the account's "
         "window item exists, as in production). The collector's own modules are precompiled as the built "
         "artifact ships them; the source row shows the cost when they are not. The CPU time (user + system, "
@@ -469,9 +471,10 @@ def markdown(results: dict[str, Any], kept: str = "") -> str:
         "raised. The secret-cache row sets SECRET_MAX_AGE_SECONDS=0, which is what the default 300 s amounts to "
         "when runs are 5 minutes apart.",
         "- Built artifact: `bash scripts/sam-build.sh` (sam build through handler/Makefile), copied, run with "
-        "pyenv's python3.12 `-I -B`, sys.path = the artifact, then boto3 from the main venv (the Lambda runtime "
-        "provides it, compiled); on x86_64 the artifact's arm64 extension distributions are replaced by the same "
-        "versions for this machine, compiled or not along with the artifact. 'plain' = the artifact with every "
+        "pyenv's python3.12 `-I -B`, sys.path = the artifact, then the runtime's SDK (`lambda-runtime.lock`, "
+        "installed and compiled apart, as Lambda's /var/runtime); on x86_64 the artifact's arm64 extension "
+        "distributions are replaced by the same versions for this machine, compiled or not along with the "
+        "artifact. 'plain' = the artifact with every "
         "`__pycache__` removed, i.e. what SAM's default Python builder ships.",
         f"- Scale: {size['scale_records']:,} outcome records bulk-loaded with BatchWriteItem into one account's "
         "partition, 1 into another (compact records: the collector's keys, status, start time, TTL); warm "
