@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 template-check:
 	bash scripts/check-template.sh
 
-## security: bandit (medium+ fails) and pip-audit of requirements.txt (fails only on a known vulnerability)
+## security: bandit (medium+ fails) and pip-audit of the artifact's lock (fails only on a known vulnerability)
 security: $(STAMP)
 	bash scripts/security-check.sh
 
