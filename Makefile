@@ -3,14 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# .venv is installed from the lock (exact versions, hashes checked); `make lock` regenerates it from the ranges.
+LOCK := requirements-dev.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) | sha1sum | cut -c1-12)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help run test unit integration lint typecheck template-check security pytest bench build clean
+.PHONY: help run test unit integration lint typecheck template-check security pytest bench build lock clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## help: this list (each target with its "## name: what it does" line)
@@ -47,7 +49,7 @@ typecheck: $(STAMP)
 template-check:
 	bash scripts/check-template.sh
 
-## security: bandit (medium+ fails) and pip-audit of requirements.txt (fails only on a known vulnerability)
+## security: bandit (medium+ fails) and pip-audit of the artifact's lock (fails only on a known vulnerability)
 security: $(STAMP)
 	bash scripts/security-check.sh
 
@@ -58,6 +60,10 @@ pytest: $(STAMP)
 ## build: sam build without Docker (see scripts/sam-build.sh)
 build:
 	bash scripts/sam-build.sh
+
+## lock: resolve requirements*.txt and lambda-runtime.txt into the hashed locks (see scripts/lock.sh)
+lock: $(STAMP)
+	bash scripts/lock.sh
 
 ## bench: the speed and memory measurements in bench/ (long; see bench/README.md)
 bench: $(STAMP)

@@ -177,6 +177,9 @@ def _cold_summary(samples: list[ColdSample]) -> dict[str, Any]:
         "runs": len(samples),
         "wall_ms": statistics.median(s.wall_ms for s in samples),
         "wall_ms_all": [round(s.wall_ms, 1) for s in samples],
+        "process_ms": statistics.median(s.process_ms for s in samples),
+        "process_ms_all": [round(s.process_ms, 1) for s in samples],
+        "process_cpu_ms": statistics.median(s.process_cpu_ms for s in samples),
         "import_ms": statistics.median(s.import_ms for s in samples),
         "invoke_ms": statistics.median(s.invoke_ms for s in samples),
         "cpu_ms": statistics.median(s.cpu_ms for s in samples),
@@ -334,6 +337,7 @@ def artifact_cold(h: Harness, runs: int) -> dict[str, Any]:
     result: dict[str, Any] = {name: _cold_summary(values) for name, values in samples.items()}
     result["python"] = prepared.python
     result["shipped_pyc"] = prepared.shipped_pyc
+    result["runtime_only"] = prepared.runtime_only
     result["size"] = prepared.size
     return result
 

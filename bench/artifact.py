@@ -2,11 +2,11 @@
 Lambda runs it - the runtime's Python (python3.12 from pyenv), isolated (`-I`), `-B` so nothing is compiled
 to disk while measuring - with and without precompiled bytecode.
 
-sys.path is what Lambda's is, in order: the artifact, then the runtime's own boto3. Lambda's runtime ships
-boto3 compiled, so the copy taken from the main venv is compiled once for python3.12 here, for both
-variants. The artifact's compiled extensions are for arm64 Linux; on another machine the same versions of
-those distributions, built for this machine, go first on sys.path (as tests/template does), and they are
-compiled or not along with the artifact they stand in for.
+sys.path is what Lambda's is, in order: the artifact, then the runtime's own boto3 (lambda-runtime.lock,
+installed for python3.12 and compiled, as Lambda's runtime ships it, for both variants). The artifact's
+compiled extensions are for arm64 Linux; on another machine the same versions of those distributions, built
+for this machine, go first on sys.path (as tests/template does), and they are compiled or not along with the
+artifact they stand in for.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ import platform
 import re
 import shutil
 import subprocess
-import sysconfig
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from localdev.artifact import native_distributions
+from localdev.artifact import lambda_runtime_sdk, native_distributions, runtime_only_entries, size_bytes
 from localdev.template import REPO
 
 ARTIFACT = REPO / ".aws-sam" / "build" / "CollectorFunction"
-#: What Lambda's Python runtime provides (boto3 and its dependencies).
-LAMBDA_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 PYENV_VERSION = "3.11.7:3.12.1:3.13.0"
 
 
@@ -38,6 +35,7 @@ class Prepared:
     compiled: list[str]  # the same, compiled with compileall (unchecked-hash)
     shipped_pyc: int  # .pyc files in the artifact as sam build produced it
     size: dict[str, str]  # unzipped / zipped sizes, as built and without bytecode
+    runtime_only: list[str]  # what the artifact ships of the SDK the Lambda runtime provides (should be nothing)
 
 
 def build(log: Path) -> tuple[bool, str]:
@@ -116,21 +114,10 @@ def prepare(work: Path) -> Prepared:
     roots_plain.append(str(plain))
     roots_compiled.append(str(compiled))
 
-    provided = root / "lambda-provided"
-    provided.mkdir()
-    site_packages = Path(sysconfig.get_paths()["purelib"])
-    for name in LAMBDA_PROVIDED:
-        if (plain / name).exists() or (plain / f"{name}.py").exists():
-            continue
-        source = site_packages / name if (site_packages / name).exists() else site_packages / f"{name}.py"
-        if source.is_dir():
-            shutil.copytree(source, provided / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, provided / source.name)
-    _compile(python, provided)
+    provided = lambda_runtime_sdk(python, work)  # compiled, as Lambda's runtime ships it
     roots_plain.append(str(provided))
     roots_compiled.append(str(provided))
-    return Prepared(python, roots_plain, roots_compiled, shipped_pyc, size)
+    return Prepared(python, roots_plain, roots_compiled, shipped_pyc, size, runtime_only_entries(built))
 
 
 def _compile(python: str, directory: Path) -> None:
@@ -142,7 +129,7 @@ def _compile(python: str, directory: Path) -> None:
 
 
 def _size(directory: Path) -> str:
-    total = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink())
+    total = size_bytes(directory)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(directory.rglob("*")):

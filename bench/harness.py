@@ -65,6 +65,8 @@ FUNCTION_ENV = {
 @dataclass
 class ColdSample:
     wall_ms: float  # spawn to "done" (interpreter start, imports, one invocation; not the shutdown)
+    process_ms: float  # spawn to exit: the whole process as a person sees it, interpreter shutdown included
+    process_cpu_ms: float  # the child's CPU time (user + system) over its whole life, shutdown included
     import_ms: float  # measured inside the child: interpreter start of the script to imports done
     invoke_ms: float  # the invocation
     maxrss_kb: int  # peak resident set of the child's image (VmHWM), see cold_child.py
@@ -284,7 +286,9 @@ class Harness:
             with os.fdopen(read_fd, "rb") as done:
                 line = done.readline().decode()
                 wall_ms = (time.perf_counter() - started) * 1000
-            process.wait()
+            _, status, usage = os.wait4(process.pid, 0)  # wait() and its CPU time (rusage) in one
+            process_ms = (time.perf_counter() - started) * 1000
+            process.returncode = os.waitstatus_to_exitcode(status)
             stderr.seek(0)
             errors = stderr.read().decode(errors="replace")
             log_bytes = stdout.seek(0, os.SEEK_END)
@@ -294,6 +298,8 @@ class Harness:
             raise RuntimeError(f"cold {mode} run failed: {line.strip() or 'no result'}\n{errors[-3000:]}")
         return ColdSample(
             wall_ms=wall_ms,
+            process_ms=process_ms,
+            process_cpu_ms=(usage.ru_utime + usage.ru_stime) * 1000,
             import_ms=float(fields[2]),
             invoke_ms=float(fields[3]),
             maxrss_kb=int(fields[4]),

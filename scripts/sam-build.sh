@@ -36,6 +36,10 @@ fi
 for unwanted in tests bench localdev .venv .venv-tools events scripts template.yaml; do
   if [[ -e $ARTIFACT/$unwanted ]]; then echo "FAILED: $ARTIFACT contains $unwanted" >&2; exit 1; fi
 done
+# The Lambda runtime provides the AWS SDK (the lock leaves it out: scripts/lock.sh).
+for provided in boto3 botocore s3transfer dateutil six; do
+  if [[ -e $ARTIFACT/$provided ]]; then echo "FAILED: $ARTIFACT contains $provided (the Lambda runtime provides it)" >&2; exit 1; fi
+done
 if find "$ARTIFACT" -name 'test_*.py' -path '*/auto_collector/*' | grep -q .; then
   echo "FAILED: test modules inside $ARTIFACT/auto_collector" >&2; exit 1
 fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Security gates:
 #   bandit    - static analysis of the Lambda code; any medium or high severity finding fails.
-#   pip-audit - known vulnerabilities in the runtime requirements (requirements.txt and everything they pull
-#               in); any vulnerability found fails. pip-audit asks PyPI's vulnerability service: when that
+#   pip-audit - known vulnerabilities in what the artifact ships: the exact versions of its lock
+#               (handler/requirements.txt, `make lock`), nothing resolved anew; any vulnerability found fails. pip-audit asks PyPI's vulnerability service: when that
 #               service cannot be reached, the dependencies it could not check are listed in a WARNING and
 #               the gate does not fail on that alone (it never fails for anything but a finding).
 # Installs bandit and pip-audit into .venv from PyPI when they are missing.
@@ -36,10 +36,10 @@ else
   failed=1
 fi
 
-echo "== pip-audit -r requirements.txt"
+echo "== pip-audit -r handler/requirements.txt --disable-pip --no-deps"
 set +e
-"$VENV/bin/pip-audit" -r requirements.txt --progress-spinner off --format json --output "$work/audit.json" \
-  >"$work/audit.log" 2>&1
+"$VENV/bin/pip-audit" -r handler/requirements.txt --disable-pip --no-deps --progress-spinner off --format json \
+  --output "$work/audit.json" >"$work/audit.log" 2>&1
 audit_rc=$?
 set -e
 # Reads the JSON report: exit 1 when a vulnerability was found, 0 otherwise (warnings printed).

@@ -11,6 +11,8 @@ position inside a value, not the name of an unknown field (a pasted key can end 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -20,6 +22,9 @@ from .signing import Ed25519Signer, HmacSigner, RsaSigner, Signer
 
 _ALLOWED_FIELDS = frozenset({"apiKey", "apiSecret", "privateKey", "privateKeyPassphrase"})
 _MIN_RSA_BITS = 2048
+#: An unencrypted Ed25519 private key in PKCS#8 (RFC 8410), as `openssl genpkey -algorithm ed25519` and Binance's
+#: key generator write it: exactly this DER prefix, then the 32-byte private key.
+_ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
 
 
 @dataclass(frozen=True)
@@ -110,16 +115,44 @@ def _text_field(document: dict[str, object], name: str, secret_id: str) -> str |
 
 
 def _pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
-    # Imported here: HMAC users never pay for loading cryptography at cold start.
+    if not pem.isascii():
+        raise SecretError(f"secret {secret_id!r}: 'privateKey' must be ASCII text (a PEM block)")
+    if "-----BEGIN" not in pem:
+        raise SecretError(f"secret {secret_id!r}: 'privateKey' is not a PEM block (no '-----BEGIN' line)")
+    seed = _ed25519_private_bytes(pem) if passphrase is None else None
+    if seed is not None:
+        # The common key needs only cryptography's Ed25519 module: a third of the imports (and of their cold-start
+        # time) of the general PEM loader below, which brings every key type and PEM encryption.
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return Ed25519Signer(Ed25519PrivateKey.from_private_bytes(seed))
+    return _any_pem_signer(pem, passphrase, secret_id)
+
+
+def _ed25519_private_bytes(pem: str) -> bytes | None:
+    """The 32-byte key of an unencrypted PKCS#8 Ed25519 PEM block; None for anything else (the general loader
+    then reads it, or says what is wrong with it)."""
+    lines = pem.strip().splitlines()
+    if len(lines) < 3 or lines[0].strip() != "-----BEGIN PRIVATE KEY-----":
+        return None
+    if lines[-1].strip() != "-----END PRIVATE KEY-----":
+        return None
+    try:
+        der = base64.b64decode("".join(line.strip() for line in lines[1:-1]), validate=True)
+    except binascii.Error:
+        return None
+    if len(der) != len(_ED25519_PKCS8_PREFIX) + 32 or not der.startswith(_ED25519_PKCS8_PREFIX):
+        return None
+    return der[len(_ED25519_PKCS8_PREFIX) :]
+
+
+def _any_pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
+    # Imported here: HMAC and plain Ed25519 keys never pay for loading them at cold start.
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    if not pem.isascii():
-        raise SecretError(f"secret {secret_id!r}: 'privateKey' must be ASCII text (a PEM block)")
-    if "-----BEGIN" not in pem:
-        raise SecretError(f"secret {secret_id!r}: 'privateKey' is not a PEM block (no '-----BEGIN' line)")
     try:
         key = load_pem_private_key(pem.encode(), password=passphrase.encode() if passphrase else None)
     except TypeError:

@@ -1,4 +1,9 @@
+import base64
 import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -9,6 +14,7 @@ from auto_collector.credentials import parse_secret
 from auto_collector.errors import SecretError
 
 SECRET_ID = "binance/collector"
+HANDLER = Path(__file__).resolve().parents[2] / "handler"
 API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
 
 
@@ -40,6 +46,52 @@ def test_passphrase_protected_pem() -> None:
         "privateKeyPassphrase": "correct horse",
     }
     assert parse_secret(json.dumps(value), SECRET_ID).key_type == "ed25519"
+
+
+def test_plain_ed25519_pem_is_read_without_the_general_loader_and_signs_with_the_same_key() -> None:
+    key = Ed25519PrivateKey.generate()
+    for text in (pem(key), pem(key).replace("\n", "\r\n"), "\n" + pem(key) + "\n"):
+        signer = parse_secret(json.dumps({"apiKey": API_KEY, "privateKey": text}), SECRET_ID).signer
+        assert signer.key_type == "ed25519"
+        key.public_key().verify(
+            base64.b64decode(signer.sign("recvWindow=5000&timestamp=1")), b"recvWindow=5000&timestamp=1"
+        )
+    # In a fresh interpreter: the plain key loads without the modules of RSA and PEM encryption; an RSA key
+    # (the general loader) brings them.
+    rsa_pem = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    probe = (
+        "import json, sys; from auto_collector.credentials import parse_secret; "
+        "parse_secret(sys.argv[1], 'x'); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cryptography.hazmat.primitives.'))))"
+    )
+    loaded = {}
+    for name, text in (("ed25519", pem(key)), ("rsa", rsa_pem)):
+        value = json.dumps({"apiKey": API_KEY, "privateKey": text})
+        run = subprocess.run(
+            [sys.executable, "-c", probe, value], capture_output=True, text=True, check=True, cwd=HANDLER
+        )
+        loaded[name] = run.stdout
+    general = {"cryptography.hazmat.primitives.asymmetric.rsa", "cryptography.hazmat.primitives.serialization"}
+    assert not general & set(json.loads(loaded["ed25519"])), loaded["ed25519"]
+    assert general <= set(json.loads(loaded["rsa"]))
+
+
+@pytest.mark.parametrize(
+    "der_change",
+    [
+        pytest.param(lambda der: der[:-1], id="truncated"),
+        pytest.param(lambda der: der + b"\x00", id="trailing byte"),
+        pytest.param(lambda der: b"\x30\x2f" + der[2:], id="other prefix"),
+    ],
+)
+def test_a_pem_that_is_not_exactly_a_plain_ed25519_key_goes_to_the_general_loader(der_change: Any) -> None:
+    der = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    body = base64.encodebytes(der_change(der)).decode()
+    text = f"-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----\n"
+    with pytest.raises(SecretError, match="'privateKey' could not be read"):
+        parse_secret(json.dumps({"apiKey": API_KEY, "privateKey": text}), SECRET_ID)
 
 
 PRIVATE = pem(Ed25519PrivateKey.generate())
