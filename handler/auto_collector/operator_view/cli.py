@@ -97,10 +97,15 @@ def call_function(
 
 
 def main(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, prog: str = "fund-collector"
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "fund-collector",
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """`fund-collector [status|dry-run|invoke] [options]`; returns the exit code (see the module docstring)."""
     env = os.environ if environ is None else environ
+    err = err or sys.stderr
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
         arguments.insert(0, "status")
@@ -121,13 +126,20 @@ def main(
             function = _from_stack(args.stack, "FunctionName", args.region) if args.stack else args.function
             event = _event(args)
     except CollectorError as error:
-        print(f"error: {explain(error)}", file=sys.stderr)
+        print(f"error: {explain(error)}", file=err)
         return 2
     if args.command == "status":
         return status(
-            table, accounts=args.account or (), last=args.last, limits=limits, as_json=args.json, region=args.region
+            table,
+            accounts=args.account or (),
+            last=args.last,
+            limits=limits,
+            as_json=args.json,
+            region=args.region,
+            out=out,
+            err=err,
         )
-    return call_function(function, event, args.region)
+    return call_function(function, event, args.region, out=out, err=err)
 
 
 def _from_stack(stack: str, output: str, region: str | None) -> str:
