@@ -188,6 +188,16 @@ def test_what_cannot_be_done_exits_2_in_one_line(stack: Stack, argv: list[str], 
     assert stack.api.events == []
 
 
+def test_an_invocation_is_never_retried(stack: Stack) -> None:
+    """Lambda's own 500 is retryable for boto3 by default; an invocation the function may have run is not."""
+    stack.api.service_errors = 1
+    code, out, err = run("invoke", "--stack", STACK)
+    assert (code, out) == (2, "")
+    assert "ServiceException" in err and err.count("\n") == 1
+    assert stack.api.events == [{}]
+    assert collections(stack) == 0
+
+
 def test_an_event_file_must_hold_a_json_object(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text('{"dryRun": tru')
     (tmp_path / "list.json").write_text("[]")

@@ -5,7 +5,7 @@ against this endpoint instead (AWS_ENDPOINT_URL_LAMBDA). It speaks the REST prot
 use - POST /2015-03-31/functions/<name>/invocations, the event as the body - and answers as Lambda does: the
 handler's JSON with 200; a raised exception as the Python runtime reports it (errorMessage, errorType,
 requestId, stackTrace) with 200 and X-Amz-Function-Error: Unhandled; an unknown function with 404 and
-ResourceNotFoundException.
+ResourceNotFoundException; and, on demand, Lambda's own failure (500 ServiceException).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class LambdaInvokeApi:
     function_name: str
     handler: Callable[[Any], Any]
     events: list[Any] = field(default_factory=list)
+    #: Answer this many of the next invocations with Lambda's own failure (500 ServiceException), unhandled.
+    service_errors: int = 0
     _server: HTTPServer | None = None
 
     @property
@@ -58,6 +60,10 @@ class LambdaInvokeApi:
                     return
                 event = json.loads(body) if body else {}
                 api.events.append(event)
+                if api.service_errors > 0:
+                    api.service_errors -= 1
+                    self._answer(500, {"Message": "Service error"}, {"x-amzn-ErrorType": "ServiceException"})
+                    return
                 request_id = str(uuid.uuid4())
                 headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": request_id}
                 try:
