@@ -173,9 +173,10 @@ def test_status_reads_the_table_named_by_the_stack(stack: Stack) -> None:
         (["status", "--stack", "no-such-stack"], "Stack with id no-such-stack does not exist"),
         (["invoke", "--function", "no-such-function"], "could not invoke 'no-such-function' (region eu-west-1): "),
         (["invoke", "--function", "no-such-function"], "ResourceNotFoundException"),
-        (["invoke", "--stack", STACK, "--accounts", "fund-a,,fund-b"], "--accounts takes labels separated by commas"),
+        # checked before any AWS call: the stack named need not exist
+        (["invoke", "--stack", "gone", "--accounts", "fund-a,,fund-b"], "--accounts takes labels separated by commas"),
         (
-            ["invoke", "--stack", STACK, "--event", "no/such/file.json"],
+            ["invoke", "--stack", "gone", "--event", "no/such/file.json"],
             "cannot read the event file 'no/such/file.json'",
         ),
     ],

@@ -114,17 +114,18 @@ def main(
     except SystemExit as stop:  # argparse has printed the usage error (2) or the help (0)
         return stop.code if isinstance(stop.code, int) else 2
     try:
+        # What can be checked here is checked before anything is asked of AWS.
         if args.command == "status":
-            table = _from_stack(args.stack, "TableName", args.region) if args.stack else args.table
+            limits = _limits(args.limit, env)
+            table = deployed.stack_output(args.stack, "TableName", args.region) if args.stack else args.table
             table = (table or env.get("TABLE_NAME", "")).strip()
             if not table:
                 raise ConfigurationError(
                     "no table given: pass --table NAME, --stack NAME or set TABLE_NAME (the stack's table name)"
                 )
-            limits = _limits(args.limit, env)
         else:
-            function = _from_stack(args.stack, "FunctionName", args.region) if args.stack else args.function
             event = _event(args)
+            function = deployed.stack_output(args.stack, "FunctionName", args.region) if args.stack else args.function
     except CollectorError as error:
         print(f"error: {explain(error)}", file=err)
         return 2
@@ -140,10 +141,6 @@ def main(
             err=err,
         )
     return call_function(function, event, args.region, out=out, err=err)
-
-
-def _from_stack(stack: str, output: str, region: str | None) -> str:
-    return deployed.stack_output(stack, output, region)
 
 
 def _event(args: argparse.Namespace) -> dict[str, Any]:
