@@ -328,7 +328,9 @@ def test_no_table_is_a_usage_error(deployment: Deployment, capsys: pytest.Captur
     deployment.monkeypatch.delenv("TABLE_NAME")
     code, out, err = run(["status"], capsys)
     assert code == 2 and out == ""
-    assert err == "error: no table given: pass --table NAME or set TABLE_NAME (the stack's table name)\n"
+    assert err == (
+        "error: no table given: pass --table NAME, --stack NAME or set TABLE_NAME (the stack's table name)\n"
+    )
 
 
 def test_a_missing_table_is_named_in_one_line(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,7 @@
-"""The operator's view, `python -m auto_collector status` (see cli.py): the model of what it shows
-(model.py), how it reads the table (queries.py), how it shows it (render.py) and the command (cli.py)."""
+"""The operator's command, `fund-collector` (cli.py): the status view - the model of what it shows (model.py),
+how it reads the table (table.py, queries.py), how it shows it (render.py) - and one call of the deployed
+function (deployed.py). Importable with boto3 alone: nothing here needs Powertools."""
 
-from .cli import main, status
+from .cli import call_function, main, status
 
-__all__ = ["main", "status"]
+__all__ = ["call_function", "main", "status"]

@@ -1,33 +1,51 @@
-"""The operator's view: `python -m auto_collector status` shows what the collector did, read from its table.
+"""The operator's command, `fund-collector` (or `python -m auto_collector`).
 
-Per account: the calls counting against the rolling hour and when the next slot frees, any back-off the
-exchange imposed (429/418), the last outcomes, the failures of the last day, and crash traces - window
-reservations that no outcome record claims, left by a process killed between reserving a slot and
-recording what it did. Read-only: one GetItem and two Queries per account, plus one for the registry.
+`status` shows what the collector did, read from its table. Per account: the calls counting against the
+rolling hour and when the next slot frees, any back-off the exchange imposed (429/418), the last outcomes,
+the failures of the last day, and crash traces - window reservations that no outcome record claims, left by
+a process killed between reserving a slot and recording what it did. Read-only: one GetItem and two Queries
+per account, plus one for the registry.
+
+`dry-run` and `invoke` call the deployed function once, synchronously, as `aws lambda invoke` does, and
+print its JSON answer.
 
 Exit codes (for cron and scripts): 0 all well; 1 an account has failures in the last day, an active
-back-off or a crash trace; 2 a usage, configuration or access problem (nothing shown).
+back-off or a crash trace (status), or the function reported an error (dry-run, invoke); 2 a usage,
+configuration or access problem (nothing shown).
+
+Only boto3 is needed besides this package: nothing here imports Powertools (the function's logging).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..config import EXCHANGE_HOURLY_LIMIT, MAX_RECV_WINDOW_MS, Settings
 from ..config import _integer as environment_integer
 from ..errors import CollectorError, ConfigurationError
-from ..store import WindowStore
+from . import deployed
 from .model import DEFAULT_LAST, Limits
 from .queries import build_report
 from .render import render_json, render_text
+from .table import TableReader
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+
+
+_STATUS_DESCRIPTION = """\
+What the collector did, read from its table (read-only). Per account: the calls counting against the
+rolling hour and when the next slot frees, any back-off the exchange imposed (429/418), the last outcomes,
+the failures of the last day, and crash traces - window reservations that no outcome record claims.
+
+Exit codes: 0 all well; 1 an account has failures in the last day, an active back-off or a crash trace;
+2 a usage, configuration or access problem (nothing shown)."""
 
 
 def status(
@@ -38,6 +56,7 @@ def status(
     limits: Limits | None = None,
     as_json: bool = False,
     client: DynamoDBClient | None = None,
+    region: str | None = None,
     clock_ms: Callable[[], int] | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
@@ -46,10 +65,10 @@ def status(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        client = client or _dynamodb_client()
+        client = client or _dynamodb_client(region)
         now_ms = clock_ms() if clock_ms else time.time_ns() // 1_000_000
         report = build_report(
-            WindowStore(client, table), table, accounts=accounts, last=last, limits=limits or Limits(), now_ms=now_ms
+            TableReader(client, table), table, accounts=accounts, last=last, limits=limits or Limits(), now_ms=now_ms
         )
     except CollectorError as error:
         print(f"error: {explain(error, table, client)}", file=err)
@@ -58,40 +77,116 @@ def status(
     return 1 if report.alert else 0
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """`python -m auto_collector [status] [options]`; returns the exit code (see the module docstring)."""
+def call_function(
+    function: str, event: Any, region: str | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Invoke the deployed function with `event` and print its answer; 0 when it returned, 1 when it reported
+    an error (its errorType and errorMessage go to stderr), 2 when it could not be invoked."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        result = deployed.invoke(function, event, region)
+    except CollectorError as error:
+        print(f"error: {explain(error)}", file=err)
+        return 2
+    out.write(json.dumps(result.payload, indent=2) + "\n")
+    if result.function_error:
+        print(f"error: {function} failed ({result.function_error}): {result.error_line}", file=err)
+        return 1
+    return 0
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "fund-collector",
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """`fund-collector [status|dry-run|invoke] [options]`; returns the exit code (see the module docstring)."""
     env = os.environ if environ is None else environ
+    err = err or sys.stderr
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
         arguments.insert(0, "status")
     try:
-        args = _parser().parse_args(arguments)
+        args = _parser(prog).parse_args(arguments)
     except SystemExit as stop:  # argparse has printed the usage error (2) or the help (0)
         return stop.code if isinstance(stop.code, int) else 2
     try:
-        table = (args.table or env.get("TABLE_NAME", "")).strip()
-        if not table:
-            raise ConfigurationError("no table given: pass --table NAME or set TABLE_NAME (the stack's table name)")
-        limits = _limits(args.limit, env)
-    except ConfigurationError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # What can be checked here is checked before anything is asked of AWS.
+        if args.command == "status":
+            limits = _limits(args.limit, env)
+            table = deployed.stack_output(args.stack, "TableName", args.region) if args.stack else args.table
+            table = (table or env.get("TABLE_NAME", "")).strip()
+            if not table:
+                raise ConfigurationError(
+                    "no table given: pass --table NAME, --stack NAME or set TABLE_NAME (the stack's table name)"
+                )
+        else:
+            event = _event(args)
+            function = deployed.stack_output(args.stack, "FunctionName", args.region) if args.stack else args.function
+    except CollectorError as error:
+        print(f"error: {explain(error)}", file=err)
         return 2
-    return status(table, accounts=args.account or (), last=args.last, limits=limits, as_json=args.json)
+    if args.command == "status":
+        return status(
+            table,
+            accounts=args.account or (),
+            last=args.last,
+            limits=limits,
+            as_json=args.json,
+            region=args.region,
+            out=out,
+            err=err,
+        )
+    return call_function(function, event, args.region, out=out, err=err)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _event(args: argparse.Namespace) -> dict[str, Any]:
+    """The event `dry-run` or `invoke` sends: the console events the function accepts (see events.py)."""
+    if getattr(args, "event", None) is not None:
+        return _event_file(args.event)
+    event: dict[str, Any] = {"dryRun": True} if args.command == "dry-run" else {}
+    if args.accounts is not None:
+        labels = [label.strip() for label in args.accounts.split(",")]
+        if not all(labels):
+            raise ConfigurationError(f"--accounts takes labels separated by commas, got {args.accounts!r}")
+        event["accounts"] = list(dict.fromkeys(labels))
+    return event
+
+
+def _event_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            event = json.load(file)
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the event file {path!r}: {error.strerror}") from None
+    except ValueError as error:
+        raise ConfigurationError(f"the event file {path!r} is not JSON: {error}") from None
+    if not isinstance(event, dict):
+        raise ConfigurationError(f"the event file {path!r} holds a {type(event).__name__}, not a JSON object")
+    return event
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m auto_collector",
-        description="The operator's view of the Fund Auto-collection function, read from its DynamoDB table.",
+        prog=prog,
+        description="The operator's command for the Fund Auto-collection function: what it did (status, read from "
+        "its DynamoDB table) and one call of the deployed function (dry-run, invoke).",
+        epilog="exit codes: 0 all well; 1 an alert (status) or an error reported by the function (dry-run, "
+        "invoke); 2 a usage, configuration or access problem",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{status,dry-run,invoke}")
     show = commands.add_parser(
         "status",
         help="window usage, back-off, last outcomes, failures and crash traces per account (the default)",
-        description=__doc__,
+        description=_STATUS_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("--table", help="the collector's DynamoDB table (default: $TABLE_NAME)")
+    where = show.add_mutually_exclusive_group()
+    where.add_argument("--table", help="the collector's DynamoDB table (default: $TABLE_NAME)")
+    where.add_argument("--stack", metavar="NAME", help="read the table name from this stack's TableName output")
     show.add_argument(
         "--account",
         action="append",
@@ -112,7 +207,42 @@ def _parser() -> argparse.ArgumentParser:
         help="calls per hour to assume when the table records none (default: $MAX_CALLS_PER_HOUR, else 500)",
     )
     show.add_argument("--json", action="store_true", help="machine-readable output with stable keys")
+    _region_option(show)
+
+    check = commands.add_parser(
+        "dry-run",
+        help='invoke the deployed function with {"dryRun": true}: checks its setup, sends no collection',
+        description='Invoke the deployed function once with {"dryRun": true} and print its JSON answer. The '
+        "function checks its configuration, secret, key and window and sends no collection. Exits 1, with the "
+        "function's errorType and errorMessage, when the function reports an error.",
+    )
+    _function_options(check)
+    check.add_argument("--accounts", metavar="A,B", help="check only these account labels (comma-separated)")
+    _region_option(check)
+
+    run = commands.add_parser(
+        "invoke",
+        help="invoke the deployed function once, now: a real collection (as the schedule does)",
+        description="Invoke the deployed function once with {} - a real collection for every configured account, "
+        "within the same hourly limit as the scheduled runs - and print its JSON answer. Exits 1, with the "
+        "function's errorType and errorMessage, when the function reports an error.",
+    )
+    _function_options(run)
+    payload = run.add_mutually_exclusive_group()
+    payload.add_argument("--accounts", metavar="A,B", help="collect only for these account labels (comma-separated)")
+    payload.add_argument("--event", metavar="FILE", help="send this JSON event instead (e.g. events/dry-run.json)")
+    _region_option(run)
     return parser
+
+
+def _function_options(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--function", metavar="NAME", help="the function's name or ARN")
+    which.add_argument("--stack", metavar="NAME", help="invoke the function named by this stack's FunctionName output")
+
+
+def _region_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--region", help="the AWS region (default: $AWS_REGION or your profile's)")
 
 
 def _bounded(low: int, high: int) -> Callable[[str], int]:
@@ -142,7 +272,7 @@ def _limits(option: int | None, env: Mapping[str, str]) -> Limits:
     return Limits(recv_window_ms=recv_window)
 
 
-def _dynamodb_client() -> DynamoDBClient:
+def _dynamodb_client(region: str | None = None) -> DynamoDBClient:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
@@ -155,13 +285,14 @@ def _dynamodb_client() -> DynamoDBClient:
     try:
         # A session of its own: the environment (AWS_PROFILE, AWS_ENDPOINT_URL...) is read now, not cached
         # from an earlier client in the same process.
-        return boto3.session.Session().client("dynamodb", config=config)
+        return boto3.session.Session(region_name=region).client("dynamodb", config=config)
     except BotoCoreError as error:
         raise WindowStoreError(f"could not create a DynamoDB client: {error}") from error
 
 
-def explain(error: CollectorError, table: str, client: DynamoDBClient | None) -> str:
-    """One line naming what is wrong with reaching the table (the store's errors keep the AWS error as cause)."""
+def explain(error: CollectorError, table: str = "", client: DynamoDBClient | None = None) -> str:
+    """One line naming what is wrong with reaching AWS: the table, the stack or the function (the errors keep
+    the AWS error as their cause)."""
     from botocore.exceptions import (
         ClientError,
         EndpointConnectionError,
@@ -184,6 +315,8 @@ def explain(error: CollectorError, table: str, client: DynamoDBClient | None) ->
         return "no AWS region configured: set AWS_REGION (or a region in your AWS profile)"
     if isinstance(cause, ProfileNotFound):
         return f"{cause} (check AWS_PROFILE)"
+    if not table:  # the stack or the function: their messages name them, the region and AWS's error
+        return " ".join(str(error).split())
     if isinstance(cause, EndpointConnectionError):
         return f"cannot reach DynamoDB{where}: {cause}"
     if isinstance(cause, ClientError):

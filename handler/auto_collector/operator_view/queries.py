@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..store import WindowStore
 from ..times import iso
 from ..window import FUTURE_TOLERANCE_MS, HOUR_MS, RING_SIZE, WindowPolicy, WindowState
 from .model import (
@@ -21,10 +20,11 @@ from .model import (
     StatusReport,
     WindowView,
 )
+from .table import TableReader
 
 
 def build_report(
-    store: WindowStore, table: str, *, accounts: Sequence[str], last: int, limits: Limits, now_ms: int
+    store: TableReader, table: str, *, accounts: Sequence[str], last: int, limits: Limits, now_ms: int
 ) -> StatusReport:
     """The status of `accounts`, or of every account in the table when none are named."""
     if accounts:
@@ -41,7 +41,7 @@ def build_report(
 
 
 def account_status(
-    store: WindowStore,
+    store: TableReader,
     account: str,
     last: int,
     limits: Limits,
