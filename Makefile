@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck template-check security pytest bench build clean
+.PHONY: run test lint typecheck template-check security pytest bench build sam-local clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ pytest: $(STAMP)
 ## build: sam build without Docker (see scripts/sam-build.sh)
 build:
 	bash scripts/sam-build.sh
+
+## sam-local: every events/ file through `sam local invoke` in Docker, from a fresh machine (scripts/sam-local.sh)
+sam-local: $(STAMP)
+	bash scripts/sam-local.sh
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
