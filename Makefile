@@ -35,9 +35,10 @@ template-check:
 security: $(STAMP)
 	bash scripts/security-check.sh
 
-## pytest: the whole suite, including the sam build artifact test (RUN_SAM_BUILD=0 skips it)
+## pytest: the whole suite, including the sam build artifact test (RUN_SAM_BUILD=0 skips it) and
+## make sam-local in Docker (RUN_SAM_LOCAL=0 skips it)
 pytest: $(STAMP)
-	RUN_SAM_BUILD=$${RUN_SAM_BUILD:-1} $(PY) -m pytest $(PYTEST_ARGS)
+	RUN_SAM_BUILD=$${RUN_SAM_BUILD:-1} RUN_SAM_LOCAL=$${RUN_SAM_LOCAL:-1} $(PY) -m pytest $(PYTEST_ARGS)
 
 ## build: sam build without Docker (see scripts/sam-build.sh)
 build:

@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 STATE=.cache/sam-local
 export PYENV_VERSION=${PYENV_VERSION:-3.11.7:3.12.1:3.13.0}
-mkdir -p "$STATE"
+mkdir -p .cache/sam-local
 
 say() { echo "sam-local: $*"; }
 fail() { echo "sam-local: FAILED: $*" >&2; exit 1; }
@@ -79,17 +79,15 @@ arch=$(uname -m | sed 's/aarch64/arm64/')
 sed "s/^\(    Architectures: \)\[arm64\]\$/\1[$arch]/" template.yaml >.cache/sam-local/template.yaml
 grep -q "^    Architectures: \[$arch\]\$" .cache/sam-local/template.yaml || fail "no Architectures line in template.yaml"
 say "sam build for $arch (log: $STATE/build.log)"
-if ! PLATFORM=manylinux2014_$(uname -m) .venv-tools/bin/sam build --template-file .cache/sam-local/template.yaml \
-  --base-dir . --build-dir .aws-sam/sam-local >"$STATE/build.log" 2>&1; then
-  tail -n 30 "$STATE/build.log" >&2; fail "sam build"
-fi
+PLATFORM=manylinux2014_$(uname -m) .venv-tools/bin/sam build --template-file .cache/sam-local/template.yaml \
+  --base-dir . --build-dir .aws-sam/sam-local >"$STATE/build.log" 2>&1 || { tail -n 30 "$STATE/build.log" >&2; fail "sam build"; }
 # handler/Makefile takes the wheels' platform from PLATFORM: make sure they are this machine's.
 foreign=$(grep -l '^Tag: .*linux' .aws-sam/sam-local/CollectorFunction/*.dist-info/WHEEL | xargs -r grep -L "$(uname -m)" || true)
 [[ -z $foreign ]] || fail "the artifact has wheels for another architecture: $foreign"
 
 gateway=$(ip -4 -o addr show dev docker0 | awk '{ split($4, address, "/"); print address[1]; exit }')
 [[ -n $gateway ]] || fail "docker0 has no IPv4 address"
-rm -f .cache/sam-local/env.json
+rm -f .cache/sam-local/env.json .cache/sam-local/summary.json
 .venv/bin/python -m localdev.sam_local --host "$gateway" --env-vars .cache/sam-local/env.json --summary .cache/sam-local/summary.json &
 services_pid=$!
 for _ in $(seq 600); do
