@@ -58,7 +58,7 @@ trap 'exit 143' TERM INT
 
 # ------------------------------------------------------------------ 2. dockerd
 if ! docker info >/dev/null 2>&1; then
-  [[ $(id -u) == 0 ]] || fail "Docker is not running and only root can start dockerd here"
+  [[ $(id -u) == 0 ]] || fail "Docker cannot start on this machine: dockerd is not running, and only root may start it"
   say "starting dockerd (log: $STATE/dockerd.log)"
   dockerd >"$STATE/dockerd.log" 2>&1 &
   dockerd_pid=$!

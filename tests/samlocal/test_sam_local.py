@@ -102,6 +102,28 @@ def test_the_local_services_refuse_to_listen_beyond_the_bridge(host: str, tmp_pa
     assert not (tmp_path / "env.json").exists()
 
 
+def test_it_fails_saying_so_when_docker_cannot_start(tmp_path: Path) -> None:
+    """A machine where dockerd exits at once (here: a dockerd that does, and a docker that reaches no daemon)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for name, body in {
+        "docker": "echo 'Cannot connect to the Docker daemon' >&2; exit 1",
+        "dockerd": "echo 'failed to start daemon: this machine cannot run containers' >&2; exit 1",
+        "debootstrap": "exit 1",
+    }.items():
+        (fake_bin / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake_bin / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
+    run = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert "FAILED: Docker cannot start on this machine" in run.stderr, run.stdout + run.stderr
+    if os.geteuid() == 0:
+        assert "cannot run containers" in run.stderr  # dockerd's own words, from its log
+
+
 def readme_commands() -> list[str]:
     readme = (REPO / "README.md").read_text()
     section = readme.split(README_SECTION, 1)[1].split("\n##", 1)[0]  # up to the next heading
