@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,23 @@ def sam_local_run() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
         pytest.skip("set RUN_SAM_LOCAL=1 to run make sam-local (make pytest does)")
     SUMMARY.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    run = subprocess.run(
+    # Its own process group: on a timeout, the script hears SIGTERM and stops what it started (dockerd too).
+    with subprocess.Popen(
         ["make", "--no-print-directory", "sam-local"],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=1500,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=1400)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=120)
+            pytest.fail(f"make sam-local took more than 1400 s:\n{stdout}\n{stderr}")
+    run = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     output = f"--- stdout\n{run.stdout}\n--- stderr\n{run.stderr}"
     if "Docker cannot start" in run.stderr:
         pytest.fail(f"make sam-local needs Docker, and Docker cannot start on this machine:\n{output}")
