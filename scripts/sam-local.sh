@@ -26,6 +26,7 @@ fail() { echo "sam-local: FAILED: $*" >&2; exit 1; }
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v ip >/dev/null || missing+=(iproute2) # reads docker0's address
 if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] || fail "needs ${missing[*]}; as root: apt-get install -y ${missing[*]}"
   say "installing ${missing[*]} (apt)"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from localdev import sam_local
-from localdev.exchange_emulator import AUTO_COLLECTION_PATH
+from localdev.exchange_emulator import AUTO_COLLECTION_PATH, TIME_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "sam-local.sh"
@@ -79,6 +79,7 @@ def test_every_event_through_sam_local_invoke(
     collections = [r for r in summary["requests"] if r["path"] == AUTO_COLLECTION_PATH]
     assert [(r["status"], r["executed"]) for r in collections] == [(200, True), (200, True)]
     assert summary["violations"] == 0
+    assert {r["path"] for r in summary["requests"]} <= {AUTO_COLLECTION_PATH, TIME_PATH}  # the dry run's clock sync
 
     # In the table: one outcome record per invocation, in order, each with the requests it sent.
     outcomes = summary["outcomes"]
