@@ -8,7 +8,7 @@ LOCK := requirements-dev.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCK) | sha1sum | cut -c1-12)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help run test unit integration lint typecheck template-check security pytest bench build lock clean
+.PHONY: help run test unit integration lint typecheck template-check security pytest bench build lock sam-local clean
 
 $(STAMP): $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,19 +53,16 @@ template-check:
 security: $(STAMP)
 	bash scripts/security-check.sh
 
-## pytest: the whole suite, including the sam build artifact test (RUN_SAM_BUILD=0 skips it)
+## pytest: the whole suite, including the sam build artifact test (RUN_SAM_BUILD=0 skips it) and
+## make sam-local in Docker (RUN_SAM_LOCAL=0 skips it)
 pytest: $(STAMP)
-	RUN_SAM_BUILD=$${RUN_SAM_BUILD:-1} $(PY) -m pytest $(PYTEST_ARGS)
+	RUN_SAM_BUILD=$${RUN_SAM_BUILD:-1} RUN_SAM_LOCAL=$${RUN_SAM_LOCAL:-1} $(PY) -m pytest $(PYTEST_ARGS)
 
 ## build: sam build without Docker (see scripts/sam-build.sh)
 build:
 	bash scripts/sam-build.sh
 
-## lock: resolve requirements*.txt and lambda-runtime.txt into the hashed locks (see scripts/lock.sh)
-lock: $(STAMP)
-	bash scripts/lock.sh
-
-## bench: the speed and memory measurements in bench/ (long; see bench/README.md)
+.PHONY: help run test unit integration lint typecheck template-check security pytest bench build lock sam-local clean
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
