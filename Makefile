@@ -62,7 +62,15 @@ pytest: $(STAMP)
 build:
 	bash scripts/sam-build.sh
 
-.PHONY: help run test unit integration lint typecheck template-check security pytest bench build lock sam-local clean
+## sam-local: every events/ file through `sam local invoke` in Docker, from a fresh machine (scripts/sam-local.sh)
+sam-local: $(STAMP)
+	bash scripts/sam-local.sh
+
+## lock: resolve requirements*.txt and lambda-runtime.txt into the hashed locks (see scripts/lock.sh)
+lock: $(STAMP)
+	bash scripts/lock.sh
+
+## bench: the speed and memory measurements in bench/ (long; see bench/README.md)
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
