@@ -12,6 +12,8 @@ Endpoints served:
   account in any rolling hour
 * ``GET  /sapi/v1/portfolio/balance``            signed, weight 20, optional ``asset``
 * ``GET  /sapi/v1/portfolio/account``            signed, weight 5
+* ``GET  /sapi/v1/account/apiRestrictions``      signed, weight 1; what the key may do (key_rules.py: an
+  unrestricted key's trading permission ends at ``trading_expires_ms``, then the collection gets 401 / -2015)
 
 Faults (5XX with or without execution, 429/418 with Retry-After, 451, 4XX, delays, dropped
 connections) can be injected from Python (:meth:`ExchangeEmulator.inject`) or over the admin HTTP
@@ -37,12 +39,13 @@ The server never writes request parameters, signatures, keys or secrets to stdou
 """
 
 from .emulator import ExchangeEmulator
-from .protocol import ACCOUNT_PATH, AUTO_COLLECTION_PATH, BALANCE_PATH, TIME_PATH
+from .protocol import ACCOUNT_PATH, API_RESTRICTIONS_PATH, AUTO_COLLECTION_PATH, BALANCE_PATH, TIME_PATH
 from .records import ApiCredential, Fault, RecordedRequest
 from .standalone import main
 
 __all__ = [
     "ACCOUNT_PATH",
+    "API_RESTRICTIONS_PATH",
     "AUTO_COLLECTION_PATH",
     "BALANCE_PATH",
     "TIME_PATH",
