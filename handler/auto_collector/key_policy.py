@@ -68,15 +68,7 @@ class KeyRestrictions:
 
     def trading_permission(self, now_ms: int) -> str | None:
         """'trading permission expires on DATE (N days)' or '... expired on DATE (N days ago)'; None: no expiry."""
-        expiry = self.trading_expires_ms
-        if expiry is None:
-            return None
-        date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expiry // 1000))
-        if expiry > now_ms:
-            left = math.ceil((expiry - now_ms) / DAY_MS)
-            return f"trading permission expires on {date} ({left} day{'' if left == 1 else 's'})"
-        ago = (now_ms - expiry) // DAY_MS
-        return f"trading permission expired on {date} ({ago} day{'' if ago == 1 else 's'} ago)"
+        return None if self.trading_expires_ms is None else trading_permission_text(self.trading_expires_ms, now_ms)
 
     def trading_lapsed(self, now_ms: int) -> bool:
         """Whether these restrictions explain a -2015: the dated permission ended, or an unrestricted key lost it."""
@@ -84,6 +76,16 @@ class KeyRestrictions:
         if expiry is not None and expiry <= now_ms:
             return True
         return not self.ip_restricted and self.enable_spot_and_margin_trading is False
+
+
+def trading_permission_text(expires_ms: int, now_ms: int) -> str:
+    """'trading permission expires on 2026-12-06 14:03 UTC (5 days)', or '... expired on ... (2 days ago)'."""
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_ms // 1000))
+    if expires_ms > now_ms:
+        left = math.ceil((expires_ms - now_ms) / DAY_MS)
+        return f"trading permission expires on {date} ({left} day{'' if left == 1 else 's'})"
+    ago = (now_ms - expires_ms) // DAY_MS
+    return f"trading permission expired on {date} ({ago} day{'' if ago == 1 else 's'} ago)"
 
 
 def parse_restrictions(body: object, read_at_ms: int) -> KeyRestrictions:
