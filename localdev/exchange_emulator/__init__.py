@@ -31,9 +31,9 @@ interface under ``/_emulator/`` so that a separate process (``make run``) can dr
 Standalone: ``python -m localdev.exchange_emulator --port 8765``.
 
 The modules: protocol.py (Binance's paths, limits and texts), records.py (the public data types),
-checks.py (what is checked before serving), replies.py (error and fault answers), balances.py (the
-portfolio), emulator.py (state, Python interface, request pipeline), admin.py (the admin interface),
-server.py (HTTP plumbing), standalone.py (the command).
+checks.py (what is checked before serving), key_rules.py (a key's restrictions and permission rules),
+replies.py (error and fault answers), balances.py (the portfolio), emulator.py (state, Python interface, request
+pipeline), admin.py (the admin interface), server.py (HTTP plumbing), standalone.py (the command).
 
 The server never writes request parameters, signatures, keys or secrets to stdout/stderr.
 """
