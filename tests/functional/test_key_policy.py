@@ -323,11 +323,13 @@ def test_an_expiring_key_is_read_again_hourly_so_a_fix_shows_soon(
 def test_the_restrictions_read_weight_goes_through_the_ip_window(deployment: Deployment) -> None:
     deployment.invoke({})
     item = deployment.dynamodb.get_item(TableName=deployment.table, Key=IP_WINDOW_KEY, ConsistentRead=True)["Item"]
-    weights = sorted(int(pair["L"][1]["N"]) for pair in item["entries"]["L"])
-    assert weights == [1, 1500]
+    entries = {int(pair["L"][1]["N"]): int(pair["L"][0]["N"]) for pair in item["entries"]["L"]}  # weight: expiry
+    assert sorted(entries) == [1, 1500]
     (read,) = restriction_reads(deployment)
-    stored_timestamps = sorted(int(pair["L"][0]["N"]) for pair in item["entries"]["L"])
-    assert int(read.params["timestamp"]) < stored_timestamps[0]  # signed with its reservation's instant
+    # Signed with the instant its weight was reserved: the entry counts until then + recvWindow + 1 s + 60 s.
+    occupancy_ms = IpWeightPolicy(12_000, 2_000).occupancy_ms
+    assert entries[1] == int(read.params["timestamp"]) + occupancy_ms
+    assert read.params["recvWindow"] == "2000"
 
 
 def test_a_full_ip_window_defers_the_key_check_and_sends_nothing(deployment: Deployment) -> None:
