@@ -80,10 +80,16 @@ class Collector:
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._sleep = sleep
         self._policy = WindowPolicy(settings.max_calls_per_hour, settings.recv_window_ms)
+        # The key check's reads are admitted, observed and handled like the collection's own requests.
         calls = SignedCalls(
-            self._admitted, self._observe, self._back_off, self._resync_clock, self._reread_rotated_key,
-            self._http_timeout_s, sleep,
-        )  # fmt: skip
+            admitted=self._admitted,
+            observe=self._observe,
+            back_off=self._back_off,
+            resync_clock=self._resync_clock,
+            reread_key=self._reread_rotated_key,
+            http_timeout_s=self._http_timeout_s,
+            sleep=sleep,
+        )
         self._keys = KeyCheck(settings, exchange, calls)
 
     def run(

@@ -236,6 +236,10 @@ def test_expiry_in_five_days_named_in_the_dry_run_metric_and_operator_alert(
 
     assert operator_main(["status"]) == 1  # 7 days or fewer: an alert
     assert f"ALERT default: the API key's trading permission expires on {date} (5 days)" in capsys.readouterr().out
+    assert operator_main(["status", "--json"]) == 1
+    (account,) = json.loads(capsys.readouterr().out)["accounts"]
+    assert account["key"]["ipRestricted"] is False and account["key"]["tradingPermissionDaysLeft"] == 5
+    assert account["lastOutcomes"][0]["status"] == "dry_run"
 
 
 def test_service_only_metrics_keep_the_service_dimension_alone(
@@ -365,3 +369,16 @@ def test_a_429_on_the_restrictions_read_backs_off_every_account_and_sends_no_col
     result = deployment.invoke({})
     assert result["status"] == "backing_off" and result["windowUsed"] == 0
     assert len(deployment.exchange.requests()) == seen
+
+
+def test_a_dry_run_during_a_back_off_checks_nothing_and_says_so(deployment: Deployment) -> None:
+    deployment.exchange.inject(Fault(status=429, retry_after=30))  # on the collection
+    with pytest.raises(ExchangeRateLimitedError):
+        deployment.invoke({})
+    seen = len(deployment.exchange.requests())
+
+    result = deployment.invoke({"dryRun": True})
+
+    assert result["status"] == "backing_off" and result["blockedUntil"] is not None
+    assert result["note"].startswith("key not checked: HTTP 429")
+    assert len(deployment.exchange.requests()) == seen  # a signed read would only extend the block
