@@ -94,6 +94,7 @@ def test_a_sound_keys_dry_run_passes_reports_the_key_and_sends_no_collection(dep
     result = deployment.invoke({"dryRun": True})
 
     assert result["status"] == "dry_run" and result["error"] is None
+    assert result["keyType"] == "ed25519"
     assert result["key"]["ipRestricted"] is True and result["key"]["warnings"] == []
     assert result["key"]["tradingPermission"] is None  # a whitelisted key does not expire
     assert result["wouldMove"] == {"USDT": "42.5"}
