@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from .errors import ExchangeError, ExchangeRateLimitedError, ExchangeRejectedError, ExchangeUnavailableError
 from .exchange import AttemptResult
 
 #: -2015 invalid key/IP/permissions, -1022 bad signature: what a rotated key looks like from here.
@@ -43,3 +44,15 @@ def after_attempt(result: AttemptResult, tried: Tried, max_attempts: int) -> tup
     if tried.retryable_failures >= max_attempts:
         return "fail", tried
     return "retry", tried
+
+
+def exchange_error(result: AttemptResult, note: str = "") -> ExchangeError:
+    """The error an attempt's failure is raised as: its verdict picks the type, the exchange's text the message."""
+    message = (result.message or "no message") + note
+    if result.verdict == "rate_limited":
+        return ExchangeRateLimitedError(
+            message, http_status=result.http_status, code=result.code, retry_after_s=result.retry_after_s
+        )
+    if result.verdict == "retryable":
+        return ExchangeUnavailableError(message, http_status=result.http_status, code=result.code)
+    return ExchangeRejectedError(message, http_status=result.http_status, code=result.code)

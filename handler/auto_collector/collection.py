@@ -19,19 +19,15 @@ from aws_lambda_powertools import Logger
 
 from .admission import NO_TURN, Deferred, IpWeightGate, Turn
 from .attempts import Tried, after_attempt
+from .attempts import exchange_error as _failure
 from .config import Settings
 from .credentials import ApiCredentials
-from .errors import (
-    CollectorError,
-    DeadlineError,
-    ExchangeError,
-    ExchangeRateLimitedError,
-    ExchangeRejectedError,
-    ExchangeUnavailableError,
-)
+from .errors import CollectorError, DeadlineError, ExchangeRejectedError, TradingPermissionExpiredError
 from .events import Invocation
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
 from .ip_window import BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
+from .key_check import KeyCheck, SignedCalls
+from .key_policy import expired_explanation
 from .observability import SERVICE
 from .outcome import NEVER_COLLECTED, AttemptRecord, Outcome
 from .store import WindowStore, decide
@@ -84,6 +80,17 @@ class Collector:
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._sleep = sleep
         self._policy = WindowPolicy(settings.max_calls_per_hour, settings.recv_window_ms)
+        # The key check's reads are admitted, observed and handled like the collection's own requests.
+        calls = SignedCalls(
+            admitted=self._admitted,
+            observe=self._observe,
+            back_off=self._back_off,
+            resync_clock=self._resync_clock,
+            reread_key=self._reread_rotated_key,
+            http_timeout_s=self._http_timeout_s,
+            sleep=sleep,
+        )
+        self._keys = KeyCheck(settings, exchange, calls)
 
     def run(
         self, invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int], turn: Turn = NO_TURN
@@ -104,9 +111,12 @@ class Collector:
             credentials = self._credentials.load()
             outcome.key_type = credentials.key_type
             if invocation.dry_run:
-                self._dry_run(outcome, credentials, remaining_ms)
-            else:
-                self._collect(outcome, credentials, remaining_ms, turn)
+                self._dry_run(outcome, credentials, remaining_ms, turn)
+            elif (checked := self._keys.before_collection(outcome, credentials, remaining_ms, turn)) is not None:
+                self._collect(outcome, checked, remaining_ms, turn)
+            else:  # the key could not be checked now (deferred, backing off): the record still shows the window
+                known = self._store.known(outcome.account)
+                self._record_window(outcome, known if known.sequence else self._store.read(outcome.account))
         except CollectorError as error:
             outcome.status, outcome.error = "failed", error
         finally:
@@ -115,22 +125,18 @@ class Collector:
         outcome.finished_ms = self._wall_clock_ms()
         return outcome
 
-    def _dry_run(self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int]) -> None:
-        credentials.signer.sign("recvWindow=5000&timestamp=0")  # proves the key can sign; nothing is sent
+    def _dry_run(
+        self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
+    ) -> None:
+        """Signed reads only (key_check.py): the key's restrictions and the balances; never a collection."""
         state = self._store.read(outcome.account)
         self._record_window(outcome, state)
-        outcome.status = "dry_run"
         if state.blocked_until_ms > self._exchange.server_now_ms():
-            outcome.blocked_until_ms = state.blocked_until_ms  # even the server-time call would extend a ban
+            self._refused(outcome, BackingOff(state.blocked_until_ms, state.blocked_reason))  # a call would extend it
+            outcome.note = f"key not checked: {state.blocked_reason}"
             return
-        try:
-            self._exchange.sync_clock(self._http_timeout_s(remaining_ms))
-        except DeadlineError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any transport failure means "not reachable"
-            raise ExchangeUnavailableError(
-                f"dry run could not read the exchange's server time ({type(error).__name__})"
-            ) from None
+        outcome.status = "dry_run"
+        self._keys.dry_run(outcome, credentials, remaining_ms, turn)
 
     def _collect(
         self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
@@ -246,8 +252,13 @@ class Collector:
                 self._back_off(outcome, result)
                 raise _failure(result)
             if step == "reread_key":
-                credentials = self._reread_rotated_key(credentials, result)
-                outcome.key_type = credentials.key_type
+                rotated = self._reread_rotated_key(credentials, result)
+                outcome.key_type = rotated.key_type
+                # A rotated key is checked like any other before anything is collected with it.
+                checked = self._keys.before_collection(outcome, rotated, remaining_ms, turn)
+                if checked is None:
+                    raise _failure(result, "; the rotated key could not be checked now (no IP weight free)")
+                credentials = checked
                 continue
             if step == "fail":
                 raise _failure(result)
@@ -279,15 +290,21 @@ class Collector:
         self._gate.block(until, reason)  # every account, every invocation of the deployment
         self._store.block(self._block_scope, until, reason)
 
-    def _reread_rotated_key(self, current: ApiCredentials, result: AttemptResult) -> ApiCredentials:
-        """After -2015/-1022 the key may just have been rotated: read the secret again, bypassing the cache."""
+    def _reread_rotated_key(
+        self, current: ApiCredentials, result: AttemptResult, context: str = "", advice: str = ""
+    ) -> ApiCredentials:
+        """After -2015/-1022 the key may just have been rotated: read the secret again, bypassing the cache.
+
+        Unchanged, it raises: with the cause when a collection's -2015 meets restrictions showing the trading
+        permission ended; else with `context` (what was being done) and `advice` (what to check for the code)."""
         fresh = self._credentials.load(force_fetch=True)
         if fresh is current or (fresh.api_key == current.api_key and fresh.fingerprint == current.fingerprint):
-            raise _failure(
-                result,
-                "; the secret was re-read and has not changed: check the key, its permissions "
-                "and IP whitelist, or put the new key in the secret",
-            )
+            now, known = self._exchange.server_now_ms(), self._keys.cached(current)
+            if not context and result.code == -2015 and known is not None and known.trading_lapsed(now):
+                message = f"{result.message}; {expired_explanation(known, now)}"
+                raise TradingPermissionExpiredError(message, http_status=result.http_status, code=result.code)
+            advice = advice or "check the key, its permissions and IP whitelist, or put the new key in the secret"
+            raise _failure(result, f"{context}; the secret was re-read and has not changed: {advice}")
         logger.warning("the exchange refused the key and the secret has changed: retrying once with the new key")
         return fresh
 
@@ -378,17 +395,6 @@ class Collector:
         now = self._exchange.server_now_ms()
         outcome.window_used = self._policy.used(state, now)
         outcome.next_free_ms = self._policy.next_free_ms(state, now)
-
-
-def _failure(result: AttemptResult, note: str = "") -> ExchangeError:
-    message = (result.message or "no message") + note
-    if result.verdict == "rate_limited":
-        return ExchangeRateLimitedError(
-            message, http_status=result.http_status, code=result.code, retry_after_s=result.retry_after_s
-        )
-    if result.verdict == "retryable":
-        return ExchangeUnavailableError(message, http_status=result.http_status, code=result.code)
-    return ExchangeRejectedError(message, http_status=result.http_status, code=result.code)
 
 
 def collectable(balances: dict[str, FuturesBalance]) -> bool:

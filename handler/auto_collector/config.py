@@ -28,6 +28,10 @@ _DOCKER_HOST_ALIAS = "host.docker.internal"
 BalanceCheck = Literal["off", "skip-when-empty", "record-only"]
 BALANCE_CHECK_MODES: tuple[BalanceCheck, ...] = ("off", "skip-when-empty", "record-only")
 
+#: The template's EgressMode: how the function reaches the exchange (key_policy.py warns on an unrestricted key
+#: when the address is fixed).
+EGRESS_MODES = ("Shared", "StaticIp", "ExistingVpc")
+
 #: Accounts one invocation collects for; more belong in a fan-out (see the README).
 MAX_ACCOUNTS = 100
 
@@ -59,6 +63,7 @@ class Settings:
     ip_weight_per_minute: int = EXCHANGE_IP_WEIGHT_PER_MINUTE
     #: How long an account may wait for IP weight that frees soon before it is deferred to the next tick.
     ip_weight_max_wait_s: int = 10
+    egress_mode: str = "Shared"
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> Settings:
@@ -76,6 +81,7 @@ class Settings:
             balance_check=_balance_check(env.get("BALANCE_CHECK", "")),
             ip_weight_per_minute=_ip_weight_per_minute(env),
             ip_weight_max_wait_s=_integer(env, "IP_WEIGHT_MAX_WAIT_SECONDS", cls.ip_weight_max_wait_s, 0, 30),
+            egress_mode=_egress_mode(env.get("EGRESS_MODE", "")),
         )
 
     @property
@@ -159,6 +165,13 @@ def _balance_check(raw: str) -> BalanceCheck:
         if value == mode:
             return mode
     raise ConfigurationError(f"BALANCE_CHECK must be one of {', '.join(BALANCE_CHECK_MODES)}, got {raw!r}")
+
+
+def _egress_mode(raw: str) -> str:
+    value = raw.strip() or "Shared"
+    if value not in EGRESS_MODES:
+        raise ConfigurationError(f"EGRESS_MODE must be one of {', '.join(EGRESS_MODES)}, got {echo(raw)}")
+    return value
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -78,6 +78,13 @@ class QueueError(CollectorError):
     kind = "queue"
 
 
+class KeyPolicyError(CollectorError):
+    """The API key is one the collector must not use (it can withdraw; for a dry run also: no PM trading, or its
+    trading permission ended); nothing was sent with it. The message says why and what fixes it."""
+
+    kind = "key_policy"
+
+
 class DeadlineError(CollectorError):
     """Not enough time left in the invocation to start (another) attempt safely."""
 
@@ -104,6 +111,13 @@ class ExchangeRejectedError(ExchangeError):
     """A 4XX answer that retrying cannot fix (bad key, bad signature, wrong account type...)."""
 
     kind = "exchange_rejected"
+
+
+class TradingPermissionExpiredError(ExchangeRejectedError):
+    """-2015 from a key whose restrictions show its trading permission ended (Binance's 30 days for a key without
+    whitelisted IPs): the message says so and what fixes it, not only the exchange's generic text."""
+
+    kind = "trading_permission_expired"
 
 
 class ExchangeRateLimitedError(ExchangeError):

@@ -16,10 +16,12 @@ from typing import Literal
 import requests
 
 from .credentials import ApiCredentials
+from .key_policy import KeyRestrictions, parse_restrictions
 from .signing import signed_payload
 
 AUTO_COLLECTION_PATH = "/sapi/v1/portfolio/auto-collection"
 BALANCE_PATH = "/sapi/v1/portfolio/balance"
+API_RESTRICTIONS_PATH = "/sapi/v1/account/apiRestrictions"
 SERVER_TIME_PATH = "/api/v3/time"
 #: The timestamp is outside recvWindow by the exchange's clock: a resync (GET /api/v3/time) fixes it.
 CODE_TIMESTAMP_OUTSIDE_WINDOW = -1021
@@ -83,6 +85,20 @@ class BinanceClient:
             return result, parse_balances(response.json())
         except (ValueError, KeyError, TypeError, ArithmeticError):
             return replace(result, verdict="rejected", message="unexpected balance response"), {}
+
+    def api_restrictions(
+        self, credentials: ApiCredentials, recv_window_ms: int, timeout_s: float, timestamp_ms: int
+    ) -> tuple[AttemptResult, KeyRestrictions | None]:
+        """What the key may do (GET /sapi/v1/account/apiRestrictions, weight 1), signed with `timestamp_ms`."""
+        query = signed_payload({"recvWindow": recv_window_ms, "timestamp": timestamp_ms}, credentials.signer)
+        url = f"{self.base_url}{API_RESTRICTIONS_PATH}?{query}"
+        result, response = self._send("GET", url, {"X-MBX-APIKEY": credentials.api_key}, timeout_s)
+        if result.verdict != "success" or response is None:
+            return result, None
+        try:
+            return result, parse_restrictions(response.json(), self.server_now_ms())
+        except ValueError as error:
+            return replace(result, verdict="rejected", message=f"unexpected key restrictions response: {error}"), None
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], timeout_s: float, body: str | None = None

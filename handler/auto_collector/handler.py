@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -45,7 +45,8 @@ def _tracer() -> Tracer | None:
 
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "FundAutoCollector"), service=SERVICE)
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "FundAutoCollector")
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = _tracer()
 
 
@@ -84,6 +85,18 @@ def publish(outcome: Outcome) -> None:
     last = outcome.last_attempt
     if last is not None and last.used_weight_1m is not None:
         metrics.add_metric(name="UsedIpWeight1m", unit=MetricUnit.Count, value=last.used_weight_1m)
+    days_left = outcome.trading_days_left()
+    if days_left is not None:
+        # Its own EMF document with dimensions service and account only: an account dimension on the shared
+        # Metrics object would split every service-only metric (and its alarm) by account.
+        with single_metric(
+            name="TradingPermissionDaysLeft",
+            unit=MetricUnit.Count,
+            value=max(0, days_left),
+            namespace=NAMESPACE,
+            default_dimensions={"service": SERVICE},
+        ) as metric:
+            metric.add_dimension(name="account", value=outcome.account)
     summary = outcome.summary()
     if outcome.error is not None:
         logger.error("collection failed", extra={"outcome": summary})

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from .errors import CollectorError, ExchangeError
 from .events import Invocation
 from .exchange import AttemptResult, FuturesBalance
+from .key_policy import KeyRestrictions, key_record
 from .store import account_key
 
 Status = Literal[
@@ -66,7 +67,21 @@ class Outcome:
     ip_weight_used: int | None = None
     balances_before: dict[str, FuturesBalance] | None = None
     balances_after: dict[str, FuturesBalance] | None = None
+    #: The key's restrictions this invocation went by (read now or kept from an earlier one), and its warnings.
+    key: KeyRestrictions | None = None
+    key_warnings: list[str] = field(default_factory=list)
+    #: Dry run: per asset, what a collection would move now.
+    would_move: dict[str, str] | None = None
     error: CollectorError | None = None
+
+    def trading_days_left(self) -> int | None:
+        """Whole days left of the key's dated trading permission at the invocation's start (None: not dated)."""
+        return self.key.days_left(self._exchange_started_ms) if self.key is not None else None
+
+    @property
+    def _exchange_started_ms(self) -> int:
+        # The invocation's start in the exchange's clock: the offset is learned from the exchange.
+        return self.started_ms + self.clock_offset_ms
 
     def moved(self) -> dict[str, str] | None:
         """Per asset, how much left the futures wallets during the collection (BNB never moves)."""
@@ -95,12 +110,16 @@ class Outcome:
             "windowUsed": self.window_used,
             "windowLimit": self.window_limit,
             "nextSlotAt": _iso(self.next_free_ms) if self.next_free_ms is not None else None,
-            "httpStatus": last.http_status if last else None,
-            "exchangeCode": last.code if last else None,
+            # A failed read before any collection attempt (the key check) shows the exchange's answer too.
+            "httpStatus": last.http_status if last else getattr(self.error, "http_status", None),
+            "exchangeCode": last.code if last else getattr(self.error, "code", None),
             "usedWeight1m": last.used_weight_1m if last else None,
             "blockedUntil": _iso(self.blocked_until_ms) if self.blocked_until_ms else None,
             "deferredUntil": _iso(self.deferred_until_ms) if self.deferred_until_ms is not None else None,
             "ipWeightUsed": self.ip_weight_used,
+            "keyType": self.key_type,
+            "key": key_record(self.key, self._exchange_started_ms, self.key_warnings) if self.key else None,
+            "wouldMove": self.would_move,
             "note": self.note,
             "error": _error_summary(self.error),
         }
@@ -122,11 +141,20 @@ class Outcome:
             "reservations": sorted([attempt.sequence for attempt in self.attempts] + self.unsent_reservations),
             "unsentReservations": self.unsent_reservations,
             "clockOffsetMs": self.clock_offset_ms,
-            "keyType": self.key_type,
             "balancesBefore": _balances_item(self.balances_before),
             "balancesAfter": _balances_item(self.balances_after),
             "moved": self.moved(),
         }
+
+
+def would_move(balances: dict[str, FuturesBalance]) -> dict[str, str]:
+    """Per asset, what a collection would move now: the positive UM and CM futures wallet balances (never BNB)."""
+    moving = {}
+    for asset, balance in sorted(balances.items()):
+        amount = max(balance.um, Decimal(0)) + max(balance.cm, Decimal(0))
+        if asset not in NEVER_COLLECTED and amount > 0:
+            moving[asset] = str(amount)
+    return moving
 
 
 def _error_summary(error: CollectorError | None) -> dict[str, Any] | None:

@@ -12,6 +12,8 @@ Endpoints served:
   account in any rolling hour
 * ``GET  /sapi/v1/portfolio/balance``            signed, weight 20, optional ``asset``
 * ``GET  /sapi/v1/portfolio/account``            signed, weight 5
+* ``GET  /sapi/v1/account/apiRestrictions``      signed, weight 1; what the key may do (key_rules.py: an
+  unrestricted key's trading permission ends at ``trading_expires_ms``, then the collection gets 401 / -2015)
 
 Faults (5XX with or without execution, 429/418 with Retry-After, 451, 4XX, delays, dropped
 connections) can be injected from Python (:meth:`ExchangeEmulator.inject`) or over the admin HTTP
@@ -29,20 +31,21 @@ interface under ``/_emulator/`` so that a separate process (``make run``) can dr
 Standalone: ``python -m localdev.exchange_emulator --port 8765``.
 
 The modules: protocol.py (Binance's paths, limits and texts), records.py (the public data types),
-checks.py (what is checked before serving), replies.py (error and fault answers), balances.py (the
-portfolio), emulator.py (state, Python interface, request pipeline), admin.py (the admin interface),
-server.py (HTTP plumbing), standalone.py (the command).
+checks.py (what is checked before serving), key_rules.py (a key's restrictions and permission rules),
+replies.py (error and fault answers), balances.py (the portfolio), emulator.py (state, Python interface, request
+pipeline), admin.py (the admin interface), server.py (HTTP plumbing), standalone.py (the command).
 
 The server never writes request parameters, signatures, keys or secrets to stdout/stderr.
 """
 
 from .emulator import ExchangeEmulator
-from .protocol import ACCOUNT_PATH, AUTO_COLLECTION_PATH, BALANCE_PATH, TIME_PATH
+from .protocol import ACCOUNT_PATH, API_RESTRICTIONS_PATH, AUTO_COLLECTION_PATH, BALANCE_PATH, TIME_PATH
 from .records import ApiCredential, Fault, RecordedRequest
 from .standalone import main
 
 __all__ = [
     "ACCOUNT_PATH",
+    "API_RESTRICTIONS_PATH",
     "AUTO_COLLECTION_PATH",
     "BALANCE_PATH",
     "TIME_PATH",

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from .protocol import (
     ACCOUNT_PATH,
+    API_RESTRICTIONS_PATH,
     AUTO_COLLECTION_PATH,
     BALANCE_PATH,
     DEFAULT_RECV_WINDOW_MS,
@@ -40,6 +41,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     AUTO_COLLECTION_PATH: Endpoint("POST", 1500, _SIGNED_BASE),
     BALANCE_PATH: Endpoint("GET", 20, _SIGNED_BASE | {"asset"}),
     ACCOUNT_PATH: Endpoint("GET", 5, _SIGNED_BASE),
+    API_RESTRICTIONS_PATH: Endpoint("GET", 1, _SIGNED_BASE),
 }
 
 
@@ -68,6 +70,7 @@ class Rejected(Exception):
 class LoadedCredential:
     cred: ApiCredential
     public_key: ed25519.Ed25519PublicKey | rsa.RSAPublicKey | None
+    created_ms: int = 0  # when it was registered (the restrictions' createTime)
 
 
 def parse_part(part: str) -> dict[str, str]:

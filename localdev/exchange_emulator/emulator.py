@@ -30,8 +30,10 @@ from .checks import (
     used_weight,
     weight_retry_after_s,
 )
+from .key_rules import check_registration, permission_refusal, restrictions_reply
 from .protocol import (
     ADMIN_PREFIX,
+    API_RESTRICTIONS_PATH,
     API_WEIGHT_HEADER,
     AUTO_COLLECTION_PATH,
     BALANCE_PATH,
@@ -142,9 +144,11 @@ class ExchangeEmulator:
             raise ValueError("api_key must be a non-empty printable string")
         if (cred.hmac_secret is None) == (cred.public_key_pem is None):
             raise ValueError("exactly one of hmac_secret and public_key_pem must be given")
+        check_registration(cred)
         public_key = load_public_key(cred.public_key_pem) if cred.public_key_pem is not None else None
         with self._lock:
-            self._credentials[cred.api_key] = LoadedCredential(dataclasses.replace(cred), public_key)
+            loaded = LoadedCredential(dataclasses.replace(cred), public_key, self.server_now_ms())
+            self._credentials[cred.api_key] = loaded
 
     def set_balances(self, account: str, balances: Mapping[str, Mapping[str, object]]) -> None:
         table = balance_table(balances)
@@ -308,6 +312,9 @@ class ExchangeEmulator:
                     raise duplicate
                 server_now = req.now + self.server_time_offset_ms
                 check_params_timing_signature(req, endpoint, rec.params, loaded, server_now)
+                refusal = permission_refusal(loaded, req.path, server_now)
+                if refusal is not None:
+                    raise refusal
             except Rejected as rej:
                 rec.status = rej.status
                 rec.code = rej.code
@@ -322,10 +329,10 @@ class ExchangeEmulator:
             fault = self._pop_fault(path)
             if fault is not None:
                 return self._fault_reply(
-                    fault, rec, now, weight_headers, normal=lambda: self._portfolio_reply(path, account, params, now)
+                    fault, rec, now, weight_headers, normal=lambda: self._portfolio_reply(path, loaded, params, now)
                 )
             rec.status = 200
-            return Reply(200, json_bytes(self._portfolio_reply(path, account, params, now)), headers=weight_headers)
+            return Reply(200, json_bytes(self._portfolio_reply(path, loaded, params, now)), headers=weight_headers)
 
     def _check_key_and_weight(
         self, req: Incoming, endpoint: Endpoint, rec: RecordedRequest, weight_headers: dict[str, str]
@@ -382,7 +389,10 @@ class ExchangeEmulator:
             return Reply(200, json_bytes({"msg": "success"}), headers=weight_headers)
         return self._fault_reply(fault, rec, now, weight_headers, normal=lambda: {"msg": "success"})
 
-    def _portfolio_reply(self, path: str, account: str, params: Mapping[str, str], now: int) -> Any:
+    def _portfolio_reply(self, path: str, loaded: LoadedCredential, params: Mapping[str, str], now: int) -> Any:
+        account = loaded.cred.account
+        if path == API_RESTRICTIONS_PATH:
+            return restrictions_reply(loaded, now + self.server_time_offset_ms)
         table = self._balances.get(account, {})
         if path == BALANCE_PATH:
             return balance_reply(table, params.get("asset"), now + self.server_time_offset_ms)

@@ -6,6 +6,7 @@ TIME_PATH = "/api/v3/time"
 AUTO_COLLECTION_PATH = "/sapi/v1/portfolio/auto-collection"
 BALANCE_PATH = "/sapi/v1/portfolio/balance"
 ACCOUNT_PATH = "/sapi/v1/portfolio/account"
+API_RESTRICTIONS_PATH = "/sapi/v1/account/apiRestrictions"
 
 ADMIN_PREFIX = "/_emulator/"
 HOUR_MS = 3_600_000

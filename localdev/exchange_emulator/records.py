@@ -15,6 +15,11 @@ class ApiCredential:
     hmac_secret: str | None = None  # HMAC-SHA256 key
     public_key_pem: bytes | None = None  # Ed25519 or RSA public key (PEM, SubjectPublicKeyInfo)
     account: str = "default"  # several keys may share an account
+    # What GET /sapi/v1/account/apiRestrictions reports, and what the exchange enforces (key_rules.py).
+    ip_restricted: bool = True  # a whitelisted key: its trading permission never expires
+    enable_withdrawals: bool = False  # Binance allows it only on an IP-restricted key
+    enable_pm_trading: bool = True  # False: created before Portfolio Margin was activated
+    trading_expires_ms: int | None = None  # tradingAuthorityExpirationTime (exchange clock); then trading is refused
 
 
 @dataclass

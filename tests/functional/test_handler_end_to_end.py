@@ -20,7 +20,14 @@ from auto_collector.errors import (
     InvalidEventError,
     SecretError,
 )
-from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, Fault, RecordedRequest
+from localdev.exchange_emulator import (
+    API_RESTRICTIONS_PATH,
+    AUTO_COLLECTION_PATH,
+    BALANCE_PATH,
+    ApiCredential,
+    Fault,
+    RecordedRequest,
+)
 from tests.support.deployment import Deployment
 from tests.support.events import scheduled_event
 
@@ -53,7 +60,9 @@ def test_scheduled_event_collects_and_records_the_outcome(deployment: Deployment
     (attempt,) = record["attemptLog"]
     assert attempt["httpStatus"] == 200 and attempt["verdict"] == "success"
     assert attempt["timestampMs"] == int(sent[0].params["timestamp"])
-    assert attempt["usedWeight1m"] == 1500
+    assert attempt["usedWeight1m"] == 1500 + 1  # and the key's restrictions, read once before it
+    assert [r.path for r in deployment.exchange.requests()] == [API_RESTRICTIONS_PATH, AUTO_COLLECTION_PATH]
+    assert record["key"]["ipRestricted"] is True and record["key"]["warnings"] == []
     assert record["expiresAt"] - time.time() == pytest.approx(90 * 86400, abs=120)
 
 
@@ -63,14 +72,26 @@ def test_console_test_event_collects(deployment: Deployment) -> None:
     assert deployment.outcomes()[0]["trigger"] == "console"
 
 
-def test_dry_run_sends_nothing_signed_and_reports_the_window(deployment: Deployment) -> None:
+def test_dry_run_reads_the_key_and_balances_sends_no_collection_and_reports_the_window(
+    deployment: Deployment,
+) -> None:
     deployment.invoke({})
+    deployment.exchange.set_balances("default", {"USDT": {"umWalletBalance": "12.5"}, "BNB": {"cmWalletBalance": "1"}})
+    seen = len(deployment.exchange.requests())
     result = deployment.invoke({"dryRun": True})
 
     assert result["status"] == "dry_run"
     assert result["windowUsed"] == 1
     assert len(collections(deployment)) == 1  # only the earlier real one
-    assert [r.path for r in deployment.exchange.requests()][-1] == "/api/v3/time"
+    # The dry run reads the key's restrictions afresh (a warm real run would not) and the balances, both signed.
+    new = deployment.exchange.requests()[seen:]
+    assert [(r.path, r.status) for r in new] == [(API_RESTRICTIONS_PATH, 200), (BALANCE_PATH, 200)]
+    assert result["wouldMove"] == {"USDT": "12.5"}  # never BNB
+    assert result["key"]["permissions"] == [
+        "enableReading",
+        "enableSpotAndMarginTrading",
+        "enablePortfolioMarginTrading",
+    ]
     assert sorted(r["status"] for r in deployment.outcomes()) == ["collected", "dry_run"]
 
 
@@ -207,7 +228,8 @@ def test_unknown_api_key_fails_with_2015_without_retry(deployment: Deployment) -
     with pytest.raises(ExchangeRejectedError) as raised:
         deployment.invoke({})
     assert (raised.value.http_status, raised.value.code) == (401, -2015)
-    assert len(collections(deployment)) == 1
+    assert collections(deployment) == []  # refused at the key's restrictions, its first signed request
+    assert len(deployment.exchange.requests(API_RESTRICTIONS_PATH)) == 1  # the same secret re-read, not resent
 
 
 def test_wrong_key_fails_with_1022_without_retry(deployment: Deployment) -> None:
@@ -216,19 +238,23 @@ def test_wrong_key_fails_with_1022_without_retry(deployment: Deployment) -> None
     with pytest.raises(ExchangeRejectedError) as raised:
         deployment.invoke({})
     assert (raised.value.http_status, raised.value.code) == (400, -1022)
-    assert len(collections(deployment)) == 1
+    assert collections(deployment) == []
+    assert len(deployment.exchange.requests(API_RESTRICTIONS_PATH)) == 1
 
 
 def test_clock_drift_is_corrected_once_and_remembered_while_warm(deployment: Deployment) -> None:
     deployment.exchange.server_time_offset_ms = -20_000  # our clock is 20 s ahead of the exchange
     result = deployment.invoke({})
     assert result["status"] == "collected"
-    assert [r.code for r in collections(deployment)] == [-1021, None]
+    # The first signed request, the key's restrictions, meets the drift; the clock is resynced once.
+    assert [r.code for r in deployment.exchange.requests(API_RESTRICTIONS_PATH)] == [-1021, None]
+    assert [r.code for r in collections(deployment)] == [None]
     (record,) = deployment.outcomes()
     assert record["clockOffsetMs"] == pytest.approx(-20_000, abs=200)
 
     assert deployment.invoke({})["status"] == "collected"
-    assert [r.code for r in collections(deployment)] == [-1021, None, None]  # no second -1021
+    assert [r.code for r in collections(deployment)] == [None, None]  # no second -1021
+    assert len(deployment.exchange.requests("/api/v3/time")) == 1
 
 
 def test_clock_drift_that_persists_fails_without_looping(deployment: Deployment) -> None:

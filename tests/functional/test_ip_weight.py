@@ -74,10 +74,11 @@ def test_twelve_accounts_on_a_two_minute_schedule_are_all_collected_within_three
             if status == "collected":
                 collected_at.setdefault(label, tick)
         if tick == 0:
-            # The first minute: 8 collections fit into 12,000 weight; the other 4 are deferred, not failed.
-            assert sorted(by_account.values()).count("collected") == 8
+            # The first minute: each key's restrictions are read once (weight 1, 12 in all), so 7 collections fit
+            # into 12,000 weight (8 would need all of it); the other 5 are deferred, not failed.
+            assert sorted(by_account.values()).count("collected") == 7
             deferred = sorted(label for label, status in by_account.items() if status == "deferred")
-            assert len(deferred) == 4
+            assert len(deferred) == 5
         if tick == 1:
             # Least recently attempted first: every account deferred on the first tick is collected on the second.
             assert all(by_account[label] == "collected" for label in deferred)
@@ -91,31 +92,32 @@ def test_twelve_accounts_on_a_two_minute_schedule_are_all_collected_within_three
 def test_a_deferred_account_has_an_outcome_record_saying_when_weight_frees(
     deployment: Deployment, travel: Callable[[int], None]
 ) -> None:
-    add_accounts(deployment, LABELS[:9])
+    add_accounts(deployment, LABELS[:8])
     result = deployment.invoke({})
     (deferred,) = [label for label, status in statuses(result).items() if status == "deferred"]
     (record,) = outcomes_of(deployment, deferred)
     assert record["status"] == "deferred" and record["error"] is None
     assert record["attempts"] == 0 and record["reservations"] == []
-    assert record["deferredUntil"] is not None and record["ipWeightUsed"] == 12_000
+    # 7 collections and the 8 keys' restrictions reads (weight 1 each): an 8th collection would pass 12,000.
+    assert record["deferredUntil"] is not None and record["ipWeightUsed"] == 7 * 1_500 + 8
     assert deployment.exchange.accepted_collections(deferred) == 0
     assert_exchange_never_refused(deployment)
 
 
 def test_weight_used_by_another_program_on_the_address_slows_the_deployment_down(deployment: Deployment) -> None:
     add_accounts(deployment, LABELS[:3])
-    deployment.exchange.use_ip_weight(9_000)  # another bot behind the same NAT address
+    deployment.exchange.use_ip_weight(8_900)  # another bot behind the same NAT address
 
     result = deployment.invoke({})
 
-    # The first collection's answer reports 10,500 used: 9,000 more than this deployment reserved. That is recorded,
-    # so the window holds 10,500 and the next 1,500 (12,000) still fits, but the third account is deferred rather
-    # than sent into a 429.
+    # The first key restrictions read's answer reports 8,901 used: 8,900 more than this deployment reserved. That is
+    # recorded, so after two collections and three reads (weight 1 each) the window holds 11,903 and the third
+    # account is deferred rather than sent into a 429.
     assert sorted(statuses(result).values()) == ["collected", "collected", "deferred"]
     assert_exchange_never_refused(deployment)
     item = deployment.dynamodb.get_item(TableName=deployment.table, Key=IP_WINDOW_KEY, ConsistentRead=True)["Item"]
     weights = sorted(int(pair["L"][1]["N"]) for pair in item["entries"]["L"])
-    assert weights == [1_500, 1_500, 9_000]
+    assert weights == [1, 1, 1, 1_500, 1_500, 8_900]
 
 
 def test_a_429_blocks_every_account_of_the_deployment_until_retry_after(deployment: Deployment) -> None:

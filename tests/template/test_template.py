@@ -54,6 +54,7 @@ CONTRACT_VARIABLES = {
     "POWERTOOLS_TRACE_DISABLED",
     "IP_WEIGHT_PER_MINUTE",
     "IP_WEIGHT_MAX_WAIT_SECONDS",
+    "EGRESS_MODE",
 }
 NAMESPACE = "FundAutoCollector"
 #: The metrics' service dimension is the stack name, so two stacks in one account never share alarms.
@@ -276,6 +277,7 @@ def test_environment_carries_the_contract(function: dict[str, Any]) -> None:
     assert variables["POWERTOOLS_SERVICE_NAME"] == SERVICE
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+    assert variables["EGRESS_MODE"] == {"Ref": "EgressMode"}
     # Anything else must never reach the deployed function (local-only variables are NoValue).
     for name in set(variables) - CONTRACT_VARIABLES:
         assert variables[name] == {"Ref": "AWS::NoValue"}, name

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import EXCHANGE_HOURLY_LIMIT, Settings
+from ..key_policy import EXPIRY_WARNING_DAYS, trading_permission_text
 from ..times import iso, parse_iso_ms
 from ..window import HOUR_MS
 
@@ -18,6 +19,34 @@ DEFAULT_LAST = 10
 #: The label of a single-account deployment, shown even before it ever reserved a slot (a secret that
 #: never worked leaves failed outcomes but no registry entry).
 DEFAULT_ACCOUNT = "default"
+
+
+@dataclass(frozen=True)
+class KeyView:
+    """The API key as the newest outcome that checked it saw it (key_policy.py): flags and dates, no key material."""
+
+    ip_restricted: bool | None
+    expires_ms: int | None
+    warnings: tuple[str, ...]
+    checked_at: str | None
+
+    @classmethod
+    def from_record(cls, key: Mapping[str, Any]) -> KeyView:
+        expires = _text(key.get("tradingPermissionExpiresAt"))
+        restricted = key.get("ipRestricted")
+        return cls(
+            ip_restricted=restricted if isinstance(restricted, bool) else None,
+            expires_ms=(parse_iso_ms(expires) or None) if expires else None,
+            warnings=tuple(w for w in key.get("warnings") or [] if isinstance(w, str)),
+            checked_at=_text(key.get("checkedAt")),
+        )
+
+    def days_left(self, now_ms: int) -> int | None:
+        return None if self.expires_ms is None else -(-(self.expires_ms - now_ms) // DAY_MS)  # whole days, rounded up
+
+    def trading_permission(self, now_ms: int) -> str | None:
+        """'trading permission expires on DATE (N days)', counted from now rather than from the outcome."""
+        return None if self.expires_ms is None else trading_permission_text(self.expires_ms, now_ms)
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,7 @@ class OutcomeLine:
     error: dict[str, Any] | None
     invocation_id: str
     reservations: tuple[int, ...]
+    key: KeyView | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> OutcomeLine:
@@ -53,6 +83,7 @@ class OutcomeLine:
         duration = _number(record.get("durationMs"))
         moved = record.get("moved")
         error = record.get("error")
+        key = record.get("key")
         return cls(
             started_ms=parse_iso_ms(started_at),
             started_at=started_at,
@@ -73,6 +104,7 @@ class OutcomeLine:
             error=dict(error) if isinstance(error, Mapping) else None,
             invocation_id=_text(record.get("invocationId")) or "",
             reservations=tuple(n for n in record.get("reservations") or [] if isinstance(n, int)),
+            key=KeyView.from_record(key) if isinstance(key, Mapping) else None,
         )
 
 
@@ -113,10 +145,17 @@ class AccountStatus:
     last_outcomes: list[OutcomeLine]
     failures: list[OutcomeLine]  # in the last day, newest first
     crash_traces: list[CrashTrace]  # oldest first
+    #: The key as the newest outcome that checked it saw it; None when none did.
+    key: KeyView | None = None
+    #: When the report was made (the key's days left are counted from it).
+    now_ms: int = 0
 
     @property
     def alerts(self) -> list[str]:
         alerts = []
+        days = self.key.days_left(self.now_ms) if self.key is not None else None
+        if self.key is not None and days is not None and days <= EXPIRY_WARNING_DAYS:
+            alerts.append(f"the API key's {self.key.trading_permission(self.now_ms)}")
         if self.failures:
             alerts.append(f"{len(self.failures)} failure(s) in the last day")
         if self.back_off.active:

@@ -75,7 +75,14 @@ def account_status(
     back_off = BackOff(state.blocked_until_ms, state.blocked_reason, state.blocked_until_ms > now_ms)
     failures = [o for o in recent if o.status == "failed" and o.started_ms >= now_ms - DAY_MS]
     return AccountStatus(
-        account, window, back_off, newest[:last], failures, crash_traces(state, recent, limits.recv_window_ms, now_ms)
+        account,
+        window,
+        back_off,
+        newest[:last],
+        failures,
+        crash_traces(state, recent, limits.recv_window_ms, now_ms),
+        key=next((outcome.key for outcome in newest if outcome.key is not None), None),
+        now_ms=now_ms,
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..times import iso, iso_seconds, parse_iso_ms
-from .model import AccountStatus, OutcomeLine, StatusReport
+from .model import AccountStatus, KeyView, OutcomeLine, StatusReport
 
 _DETAIL_WIDTH = 90
 _SOURCES = {
@@ -64,7 +64,21 @@ def _account_json(account: AccountStatus) -> dict[str, Any]:
             }
             for trace in account.crash_traces
         ],
+        "key": _key_json(account.key, account.now_ms),
         "alerts": account.alerts,
+    }
+
+
+def _key_json(key: KeyView | None, now: int) -> dict[str, Any] | None:
+    if key is None:
+        return None
+    return {
+        "ipRestricted": key.ip_restricted,
+        "tradingPermission": key.trading_permission(now),
+        "tradingPermissionExpiresAt": iso(key.expires_ms) if key.expires_ms is not None else None,
+        "tradingPermissionDaysLeft": key.days_left(now),
+        "warnings": list(key.warnings),
+        "checkedAt": key.checked_at,
     }
 
 
@@ -131,6 +145,7 @@ def _account_text(account: AccountStatus, now: int) -> list[str]:
         lines.append(f"  back-off  none (the last one ended {when(back_off.until_ms, now)})")
     else:
         lines.append("  back-off  none")
+    lines.append(f"  key       {_key_text(account.key, now)}")
     lines.append(f"  failures  {len(account.failures)} in the last day")
     running = sum(1 for trace in account.crash_traces if trace.possibly_running)
     crashed = len(account.crash_traces) - running
@@ -166,6 +181,19 @@ def _account_text(account: AccountStatus, now: int) -> list[str]:
             tail = "no outcome recorded yet (may still be running)" if trace.possibly_running else "no outcome recorded"
             lines.append(f"    reservation #{trace.reservation} reserved at {when(trace.reserved_ms, now)}, {tail}")
     return lines
+
+
+def _key_text(key: KeyView | None, now: int) -> str:
+    if key is None:
+        return "not checked yet (no outcome records the key's restrictions)"
+    if key.ip_restricted is False:
+        parts = ["NOT IP-restricted (flagged: whitelist a fixed egress IP, see EgressMode)"]
+    else:
+        parts = ["IP-restricted" if key.ip_restricted else "IP restriction unknown"]
+    parts.append(key.trading_permission(now) or "trading permission does not expire")
+    if key.checked_at:
+        parts.append(f"checked {key.checked_at}")
+    return "; ".join(parts)
 
 
 def _result(outcome: OutcomeLine) -> str:
