@@ -201,3 +201,24 @@ def _sent_ms(record: Mapping[str, object]) -> int:
     attributes = record.get("attributes")
     sent = attributes.get("SentTimestamp") if isinstance(attributes, Mapping) else None
     return int(sent) if isinstance(sent, str) and sent.isdigit() and len(sent) <= 16 else 0
+
+
+def delivery_id(event: object) -> str | None:
+    """The id of what delivered this invocation, for log correlation: the scheduled event's id, the SQS message id
+    of a one-message batch (a batch of several joins at most 10 of them). Never raises, whatever the event is: it
+    runs before the event is validated, and an id that is not a short printable string is ignored."""
+    if not isinstance(event, Mapping):
+        return None
+    candidate = event.get("id")
+    if event.get("source") == "aws.events" and _short_text(candidate):
+        return str(candidate)
+    records = event.get("Records")
+    if isinstance(records, list) and records:
+        ids = [r.get("messageId") for r in records[:10] if isinstance(r, Mapping)]
+        if ids and all(_short_text(i) for i in ids):
+            return ",".join(str(i) for i in ids)
+    return None
+
+
+def _short_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable()

@@ -20,6 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from .events import delivery_id
 from .observability import SERVICE
 from .outcome import Outcome
 from .service import invoke
@@ -59,6 +60,9 @@ def _capture_lambda_handler(handler: Handler) -> Handler:
 @metrics.log_metrics
 @_capture_lambda_handler
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    # Every log line carries the delivery's own id (the scheduled tick, the SQS message), so one search finds
+    # everything a delivery did, its duplicates included; a console test has only the request id.
+    logger.set_correlation_id(delivery_id(event) or context.aws_request_id)
     result = invoke(event, context.aws_request_id, context.get_remaining_time_in_millis, os.environ)
     for outcome in result.outcomes:
         publish(outcome)
@@ -85,6 +89,11 @@ def publish(outcome: Outcome) -> None:
     last = outcome.last_attempt
     if last is not None and last.used_weight_1m is not None:
         metrics.add_metric(name="UsedIpWeight1m", unit=MetricUnit.Count, value=last.used_weight_1m)
+    moved = outcome.moved()
+    if moved is not None:
+        # With the balance check on: how many assets the collection moved (their amounts are in the record; a sum
+        # over assets would mean nothing).
+        metrics.add_metric(name="AssetsMoved", unit=MetricUnit.Count, value=len(moved))
     days_left = outcome.trading_days_left()
     if days_left is not None:
         # Its own EMF document with dimensions service and account only: an account dimension on the shared
