@@ -12,7 +12,7 @@ Order of work, and why:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
 from aws_lambda_powertools import Logger
@@ -25,6 +25,7 @@ from .credentials import ApiCredentials
 from .errors import CollectorError, DeadlineError, ExchangeRejectedError, TradingPermissionExpiredError
 from .events import Invocation
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .identity import IdentityBook
 from .ip_window import BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
 from .key_check import KeyCheck, SignedCalls
 from .key_policy import expired_explanation
@@ -64,7 +65,7 @@ class Collector:
         credentials: CredentialsLoader,
         *,
         gate: IpWeightGate,
-        block_scope: Sequence[str] = (),
+        identities: IdentityBook,
         wall_clock_ms: Callable[[], int] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -75,8 +76,8 @@ class Collector:
         self._credentials = credentials
         # The deployment's IP-weight window, shared by every account and invocation.
         self._gate = gate
-        # Accounts sharing this function's outbound IP: a 429/418 stops all of them.
-        self._block_scope = list(block_scope) or [account]
+        # Which exchange account's window each label spends (identity.py), shared by the deployment's accounts.
+        self._identities = identities
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._sleep = sleep
         self._policy = WindowPolicy(settings.max_calls_per_hour, settings.recv_window_ms)
@@ -89,8 +90,9 @@ class Collector:
             reread_key=self._reread_rotated_key,
             http_timeout_s=self._http_timeout_s,
             sleep=sleep,
+            unblocked=self._unblocked,
         )
-        self._keys = KeyCheck(settings, exchange, calls)
+        self._keys = KeyCheck(settings, exchange, calls, identities)
 
     def run(
         self, invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int], turn: Turn = NO_TURN
@@ -115,8 +117,7 @@ class Collector:
             elif (checked := self._keys.before_collection(outcome, credentials, remaining_ms, turn)) is not None:
                 self._collect(outcome, checked, remaining_ms, turn)
             else:  # the key could not be checked now (deferred, backing off): the record still shows the window
-                known = self._store.known(outcome.account)
-                self._record_window(outcome, known if known.sequence else self._store.read(outcome.account))
+                self._record_known_window(outcome)
         except CollectorError as error:
             outcome.status, outcome.error = "failed", error
         finally:
@@ -128,15 +129,19 @@ class Collector:
     def _dry_run(
         self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
     ) -> None:
-        """Signed reads only (key_check.py): the key's restrictions and the balances; never a collection."""
-        state = self._store.read(outcome.account)
-        self._record_window(outcome, state)
-        if state.blocked_until_ms > self._exchange.server_now_ms():
-            self._refused(outcome, BackingOff(state.blocked_until_ms, state.blocked_reason))  # a call would extend it
-            outcome.note = f"key not checked: {state.blocked_reason}"
+        """Signed reads only (key_check.py): the key's restrictions, its account and the balances; never a
+        collection. The window shown is the key's account's, read once the key check named it."""
+        # A 429/418 is stored in the deployment's IP-weight item (and the windows): a call would extend it.
+        ip = self._gate.store.read()
+        if ip.blocked_until_ms > self._exchange.server_now_ms():
+            self._refused(outcome, BackingOff(ip.blocked_until_ms, ip.blocked_reason))
+            outcome.note = f"key not checked: {ip.blocked_reason}"
+            self._record_known_window(outcome)
             return
         outcome.status = "dry_run"
         self._keys.dry_run(outcome, credentials, remaining_ms, turn)
+        if outcome.window_key:
+            self._record_window(outcome, self._store.read(outcome.window_key))
 
     def _collect(
         self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
@@ -177,7 +182,7 @@ class Collector:
         self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
     ) -> bool:
         """Read the futures balances first (weight 20); False when the collection must not be sent."""
-        state = self._store.read(outcome.account)
+        state = self._store.read(outcome.window_key)
         invocation = outcome.invocation
         decision = decide(
             self._policy,
@@ -288,7 +293,9 @@ class Collector:
         reason = f"HTTP {result.http_status} code {result.code}: {result.message}"[:500]
         outcome.blocked_until_ms = until
         self._gate.block(until, reason)  # every account, every invocation of the deployment
-        self._store.block(self._block_scope, until, reason)
+        # The windows this process knows; the IP-weight item above stops every other account and process.
+        known = {*self._identities.window_keys(), *([outcome.window_key] if outcome.window_key else [])}
+        self._store.block(sorted(known), until, reason)
 
     def _reread_rotated_key(
         self, current: ApiCredentials, result: AttemptResult, context: str = "", advice: str = ""
@@ -340,7 +347,7 @@ class Collector:
         turn.wait()
         joint, deferred = self._gate.admit_with_slot(
             self._store,
-            outcome.account,
+            outcome.window_key,
             policy=self._policy,
             event_id=event_id,
             invocation_id=outcome.invocation_id,
@@ -352,7 +359,7 @@ class Collector:
         if isinstance(joint.decision, Grant):
             return joint.decision
         # A container that never saw this account reads its window once, so the record shows it truly.
-        self._record_window(outcome, joint.state if joint.state.sequence else self._store.read(outcome.account))
+        self._record_window(outcome, joint.state if joint.state.sequence else self._store.read(outcome.window_key))
         if outcome.attempts:  # earlier attempts failed and no retry may be sent now
             raise _failure(outcome.attempts[-1].result, "" if joint.decision else "; no IP weight free for a retry")
         if joint.decision is not None:
@@ -382,6 +389,25 @@ class Collector:
         elif record and isinstance(admission, BackingOff):
             self._refused(outcome, admission)
         return None
+
+    def _unblocked(self, outcome: Outcome, record: bool = True) -> int | None:
+        """Now, to sign a request that takes no IP weight of ours; None while the address is backing off (as this
+        process last saw the IP-weight item: a read admitted just before refreshed it)."""
+        now = self._exchange.server_now_ms()
+        known = self._gate.known()
+        if known.blocked_until_ms <= now:
+            return now
+        if record:
+            self._refused(outcome, BackingOff(known.blocked_until_ms, known.blocked_reason))
+        return None
+
+    def _record_known_window(self, outcome: Outcome) -> None:
+        """Show the window of the key's account when this process knows which one it is."""
+        window_key = outcome.window_key or self._identities.window_key(outcome.account)
+        if window_key:
+            outcome.window_key = window_key
+            known = self._store.known(window_key)
+            self._record_window(outcome, known if known.sequence else self._store.read(window_key))
 
     def _deferred(self, outcome: Outcome, deferred: Deferred) -> None:
         outcome.status = "deferred"

@@ -54,6 +54,12 @@ class ConfigurationError(CollectorError):
     kind = "configuration"
 
 
+class SharedAccountError(ConfigurationError):
+    """Two configured labels hold API keys of one exchange account; the message names both and the account's uid."""
+
+    kind = "shared_account"
+
+
 class InvalidEventError(CollectorError):
     """The invocation event is not one the function accepts; nothing was sent."""
 

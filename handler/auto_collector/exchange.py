@@ -22,6 +22,8 @@ from .signing import signed_payload
 AUTO_COLLECTION_PATH = "/sapi/v1/portfolio/auto-collection"
 BALANCE_PATH = "/sapi/v1/portfolio/balance"
 API_RESTRICTIONS_PATH = "/sapi/v1/account/apiRestrictions"
+#: The spot account (weight 20 on the /api limits, not /sapi): its `uid` names the exchange account.
+SPOT_ACCOUNT_PATH = "/api/v3/account"
 SERVER_TIME_PATH = "/api/v3/time"
 #: The timestamp is outside recvWindow by the exchange's clock: a resync (GET /api/v3/time) fixes it.
 CODE_TIMESTAMP_OUTSIDE_WINDOW = -1021
@@ -99,6 +101,28 @@ class BinanceClient:
             return result, parse_restrictions(response.json(), self.server_now_ms())
         except ValueError as error:
             return replace(result, verdict="rejected", message=f"unexpected key restrictions response: {error}"), None
+
+    def account_uid(
+        self, credentials: ApiCredentials, recv_window_ms: int, timeout_s: float, timestamp_ms: int
+    ) -> tuple[AttemptResult, int | None]:
+        """The exchange account's uid (GET /api/v3/account): every key of one account answers the same uid, so it
+        names whose hourly collection budget the key spends."""
+        params: dict[str, str | int] = {
+            "omitZeroBalances": "true",
+            "recvWindow": recv_window_ms,
+            "timestamp": timestamp_ms,
+        }
+        url = f"{self.base_url}{SPOT_ACCOUNT_PATH}?{signed_payload(params, credentials.signer)}"
+        result, response = self._send("GET", url, {"X-MBX-APIKEY": credentials.api_key}, timeout_s)
+        if result.verdict != "success" or response is None:
+            return result, None
+        try:
+            uid = response.json()["uid"]
+        except (ValueError, KeyError, TypeError):
+            uid = None
+        if not isinstance(uid, int) or isinstance(uid, bool) or not 0 < uid < 2**63:
+            return replace(result, verdict="rejected", message="the account answer carries no uid"), None
+        return result, uid
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], timeout_s: float, body: str | None = None

@@ -6,6 +6,11 @@ trading permission's days left must stay true), after an hour while that permiss
 7 days or has ended (so a fix - a whitelisted IP, the permission re-enabled - shows soon), and at once for a
 rotated key. A key that can withdraw is refused before anything is collected with it (key_policy.py).
 
+With the restrictions, once per secret value, the key's exchange account is read (GET /api/v3/account, weight 20
+on the /api limits, so outside the /sapi IP-weight window; never sent during a 429/418 back-off): its `uid` names
+the rolling window the account's collections spend from (identity.py). A key rotated to another account is
+read afresh like any rotated key.
+
 A dry run reads the restrictions afresh and the balances (weight 20), and reports the key (type, permissions, IP
 restriction, the trading permission's expiry), what a collection would move now, and every warning. It sends no
 collection. A key the exchange refuses (-2015/-1022) fails the dry run with the exchange's code and what to check.
@@ -27,8 +32,9 @@ from .admission import Turn
 from .attempts import KEY_REFUSED_CODES, Tried, after_attempt, exchange_error
 from .config import Settings
 from .credentials import ApiCredentials
-from .errors import KeyPolicyError
+from .errors import ExchangeRejectedError, KeyPolicyError
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .identity import IdentityBook
 from .ip_window import API_RESTRICTIONS_WEIGHT, BALANCE_WEIGHT, WeightGrant
 from .key_policy import DAY_MS, EXPIRY_WARNING_DAYS, KeyRestrictions, refusal, warnings
 from .observability import SERVICE
@@ -70,17 +76,25 @@ class SignedCalls:
     #: Re-read the secret after -2015/-1022: the fresh credentials; raises (context, advice) when unchanged.
     reread_key: Callable[[ApiCredentials, AttemptResult, str, str], ApiCredentials]
     http_timeout_s: Callable[[Callable[[], int]], float]
+    #: The instant to sign a request that takes no IP weight of ours (the /api pool), or None while the address is
+    #: backing off from a 429/418 (recorded in the outcome when the flag is true).
+    unblocked: Callable[[Outcome, bool], int | None]
     sleep: Callable[[float], None]
 
 
 class KeyCheck:
     """One account's key check; keeps the restrictions last read for its secret value while warm."""
 
-    def __init__(self, settings: Settings, exchange: BinanceClient, calls: SignedCalls) -> None:
+    def __init__(
+        self, settings: Settings, exchange: BinanceClient, calls: SignedCalls, identities: IdentityBook
+    ) -> None:
         self._settings = settings
         self._exchange = exchange
         self._calls = calls
+        self._identities = identities
         self._cached: tuple[tuple[str, str], KeyRestrictions] | None = None
+        #: The exchange account of the secret value last read: a key never changes account, so no refresh.
+        self._uid: tuple[tuple[str, str], int] | None = None
 
     def cached(self, credentials: ApiCredentials) -> KeyRestrictions | None:
         """The restrictions last read for exactly this secret value, however old."""
@@ -93,26 +107,18 @@ class KeyCheck:
     ) -> ApiCredentials | None:
         """The credentials to collect with (the secret may have been rotated meanwhile), or None when the key could
         not be checked now (the outcome says why: deferred or backing off). Raises KeyPolicyError for a key that
-        must not be used."""
-        restrictions = self._still_valid(credentials)
-        just_read = restrictions is None
-        if restrictions is None:
-            read = self._read_restrictions(outcome, credentials, remaining_ms, turn)
-            if read is None:
-                return None
-            credentials, restrictions = read
-        self._judge(outcome, restrictions, dry_run=False, just_read=just_read)
-        return credentials
+        must not be used, SharedAccountError for one whose account another label holds. Sets the outcome's window
+        key: the key's account's."""
+        return self._checked(outcome, credentials, remaining_ms, turn, dry_run=False)
 
     def dry_run(
         self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
     ) -> None:
         """Prove the key at the exchange and report what a collection would move now; sends no collection."""
-        read = self._read_restrictions(outcome, credentials, remaining_ms, turn)
-        if read is None:
+        checked = self._checked(outcome, credentials, remaining_ms, turn, dry_run=True)
+        if checked is None:
             return
-        credentials, restrictions = read
-        self._judge(outcome, restrictions, dry_run=True, just_read=True)
+        credentials = checked
         recv_window_ms = self._settings.recv_window_ms
 
         def balances(
@@ -135,6 +141,63 @@ class KeyCheck:
             return
         outcome.balances_before = read_balances[1]
         outcome.would_move = would_move(read_balances[1])
+
+    def _checked(
+        self,
+        outcome: Outcome,
+        credentials: ApiCredentials,
+        remaining_ms: Callable[[], int],
+        turn: Turn,
+        *,
+        dry_run: bool,
+    ) -> ApiCredentials | None:
+        """The key's restrictions judged and its account resolved; None when a read could not be sent now."""
+        for _ in range(2):  # a secret rotated during the account read: its new key is checked from the start, once
+            restrictions = None if dry_run else self._still_valid(credentials)
+            just_read = restrictions is None
+            if restrictions is None:
+                read = self._read_restrictions(outcome, credentials, remaining_ms, turn)
+                if read is None:
+                    return None
+                credentials, restrictions = read
+            self._judge(outcome, restrictions, dry_run=dry_run, just_read=just_read)
+            identified = self._account_of(outcome, credentials, remaining_ms, turn)
+            if identified is None:
+                return None
+            key, uid = identified
+            if key is credentials:
+                outcome.window_key = self._identities.claim(outcome.account, uid)
+                return credentials
+            credentials = key
+        raise ExchangeRejectedError(
+            "the secret changed again while its new key was being checked; the next invocation checks it",
+            http_status=0,
+        )
+
+    def _account_of(
+        self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn
+    ) -> tuple[ApiCredentials, int] | None:
+        """The key's exchange account uid: kept per secret value, else read (and the key, if it was rotated)."""
+        if self._uid is not None and self._uid[0] == _identity(credentials):
+            return credentials, self._uid[1]
+        recv_window_ms = self._settings.recv_window_ms
+
+        def send(key: ApiCredentials, timestamp_ms: int, timeout_s: float) -> tuple[AttemptResult, int | None]:
+            return self._exchange.account_uid(key, recv_window_ms, timeout_s, timestamp_ms)
+
+        read = self._signed_read(
+            outcome,
+            credentials,
+            None,
+            send,
+            remaining_ms=remaining_ms,
+            turn=turn,
+            what="reading the key's account, whose hourly budget it spends",
+            release_turn=False,
+        )
+        if read is not None:
+            self._uid = (_identity(read[0]), read[1])
+        return read
 
     def _still_valid(self, credentials: ApiCredentials) -> KeyRestrictions | None:
         restrictions = self.cached(credentials)
@@ -186,7 +249,7 @@ class KeyCheck:
         self,
         outcome: Outcome,
         credentials: ApiCredentials,
-        weight: int,
+        weight: int | None,
         send: Send[T],
         *,
         remaining_ms: Callable[[], int],
@@ -199,17 +262,24 @@ class KeyCheck:
 
         The read waits for the account's turn (admission.Turnstile). The key's restrictions keep it: the account's
         next request (its collection, its balances) passes it on, so the accounts' first heavy requests still go
-        out in the fairness order, a weight-1 read before each on a cold start."""
+        out in the fairness order, a weight-1 read before each on a cold start.
+
+        `weight` None: an /api read, outside the /sapi IP-weight window; it is still never sent during a back-off."""
         tried = Tried()
         backoff_ms = RETRY_BACKOFF_MS
         last: AttemptResult | None = None
         while True:
-            grant = self._calls.admitted(outcome, weight, remaining_ms, turn, last is None)
-            if grant is None:
+            if weight is None:
+                timestamp_ms = self._calls.unblocked(outcome, last is None)
+            else:
+                grant = self._calls.admitted(outcome, weight, remaining_ms, turn, last is None)
+                timestamp_ms = None if grant is None else grant.timestamp_ms
+            if timestamp_ms is None:
                 if last is not None:
-                    raise exchange_error(last, f" ({what}; no IP weight free for a retry)")
+                    free = "the address is backing off" if weight is None else "no IP weight free for a retry"
+                    raise exchange_error(last, f" ({what}; {free})")
                 return None
-            result, value = send(credentials, grant.timestamp_ms, self._calls.http_timeout_s(remaining_ms))
+            result, value = send(credentials, timestamp_ms, self._calls.http_timeout_s(remaining_ms))
             self._calls.observe(result)
             if release_turn:
                 turn.release()

@@ -73,6 +73,9 @@ class Outcome:
     #: Dry run: per asset, what a collection would move now.
     would_move: dict[str, str] | None = None
     error: CollectorError | None = None
+    #: The rolling window this invocation spent from: `uid:<uid>` of the exchange account behind the key
+    #: (identity.py); "" while the key's account is not known.
+    window_key: str = ""
 
     def trading_days_left(self) -> int | None:
         """Whole days left of the key's dated trading permission at the invocation's start (None: not dated)."""
@@ -132,6 +135,7 @@ class Outcome:
             "expiresAt": self.finished_ms // 1000 + retention_days * 86_400,
             **self.summary(),
             "invocationId": self.invocation_id,
+            "windowKey": self.window_key or None,
             "eventId": self.invocation.event_id_for(self.account),
             "scheduledTime": self.invocation.scheduled_time,
             "startedAt": started,

@@ -18,6 +18,7 @@ from .config import Settings
 from .credentials import ApiCredentials, parse_secret
 from .errors import SecretError
 from .exchange import BinanceClient
+from .identity import IdentityBook, IdentityRegistry
 from .ip_store import IpWeightStore
 from .ip_window import IpWeightPolicy
 from .store import WindowStore
@@ -63,6 +64,8 @@ class Runtime:
     store: WindowStore
     collectors: dict[str, Collector]  # by account label, in configuration order
     gate: IpWeightGate
+    #: Which exchange account's window each label spends; refuses two labels on one account.
+    identities: IdentityBook
 
 
 _runtimes: dict[Settings, Runtime] = {}
@@ -92,12 +95,13 @@ def _build(settings: Settings) -> Runtime:
         IpWeightPolicy(settings.ip_weight_per_minute, settings.recv_window_ms),
         max_wait_ms=settings.ip_weight_max_wait_s * 1000,
     )
+    identities = IdentityBook(settings.labels, IdentityRegistry(dynamodb, settings.table_name))
     collectors: dict[str, Collector] = {}
     for account in settings.accounts:
         # One HTTP session per account: accounts are collected on parallel threads.
         exchange = BinanceClient(settings.base_url, requests.Session())
         credentials = CredentialsSource(secrets, account.secret_id, settings.secret_max_age_s)
         collectors[account.label] = Collector(
-            settings, account.label, store, exchange, credentials, gate=gate, block_scope=settings.labels
+            settings, account.label, store, exchange, credentials, gate=gate, identities=identities
         )
-    return Runtime(settings, store, collectors, gate)
+    return Runtime(settings, store, collectors, gate, identities)

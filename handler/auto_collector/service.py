@@ -144,14 +144,19 @@ def fairness_order(runtime: Runtime, labels: list[str]) -> list[str]:
     """
     if len(labels) == 1:
         return labels
+    # Each label's window is its exchange account's (identity.py): known once its key was read, else from the
+    # registry (a cold container: one BatchGetItem of the registry, then one of the windows).
     try:
-        states = runtime.store.read_many(labels)
+        windows = runtime.identities.windows_of(labels)
+        states = runtime.store.read_many(sorted(set(windows.values())))
     except WindowStoreError as error:
         # The order only decides who waits; each reservation still goes through the windows.
         logger.warning("windows not read: accounts run in the order last seen", extra={"error": str(error)})
-        states = {label: runtime.store.known(label) for label in labels}
+        windows = {label: key for label in labels if (key := runtime.identities.window_key(label))}
+        states = {key: runtime.store.known(key) for key in windows.values()}
+    last = {label: states[windows[label]].last_timestamp_ms if label in windows else 0 for label in labels}
     position = {label: index for index, label in enumerate(labels)}
-    return sorted(labels, key=lambda label: (states[label].last_timestamp_ms, position[label]))
+    return sorted(labels, key=lambda label: (last[label], position[label]))
 
 
 def _store(

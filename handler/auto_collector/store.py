@@ -327,6 +327,8 @@ class WindowStore:
 
     def _register(self, account: str) -> None:
         """Note the account in the registry the operator's view lists (once per account, ever)."""
+        if ":" in account:
+            return  # an exchange account's window (identity.py): the registry lists labels, registered with it
         try:
             self._client.put_item(
                 TableName=self._table,

@@ -39,7 +39,14 @@ The server never writes request parameters, signatures, keys or secrets to stdou
 """
 
 from .emulator import ExchangeEmulator
-from .protocol import ACCOUNT_PATH, API_RESTRICTIONS_PATH, AUTO_COLLECTION_PATH, BALANCE_PATH, TIME_PATH
+from .protocol import (
+    ACCOUNT_PATH,
+    API_RESTRICTIONS_PATH,
+    AUTO_COLLECTION_PATH,
+    BALANCE_PATH,
+    SPOT_ACCOUNT_PATH,
+    TIME_PATH,
+)
 from .records import ApiCredential, Fault, RecordedRequest
 from .standalone import main
 
@@ -48,6 +55,7 @@ __all__ = [
     "API_RESTRICTIONS_PATH",
     "AUTO_COLLECTION_PATH",
     "BALANCE_PATH",
+    "SPOT_ACCOUNT_PATH",
     "TIME_PATH",
     "ApiCredential",
     "ExchangeEmulator",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -98,3 +99,24 @@ def _parse_decimal(value: object, what: str) -> Decimal:
     if not dec.is_finite():
         raise ValueError(f"{what}: not a finite decimal: {value!r}")
     return dec
+
+
+def account_uid(account: str) -> int:
+    """The emulated exchange account's uid: stable, and the same for every key of the account."""
+    return 100_000_000 + int.from_bytes(hashlib.sha256(account.encode()).digest()[:4], "big") % 900_000_000
+
+
+def spot_account_reply(account: str, server_now: int) -> dict[str, Any]:
+    """GET /api/v3/account (omitZeroBalances): the fields a caller reads, with the account's uid."""
+    return {
+        "makerCommission": 10,
+        "takerCommission": 10,
+        "canTrade": True,
+        "canWithdraw": False,
+        "canDeposit": True,
+        "updateTime": server_now,
+        "accountType": "SPOT",
+        "balances": [],
+        "permissions": ["SPOT"],
+        "uid": account_uid(account),
+    }

@@ -25,6 +25,7 @@ from .protocol import (
     MAX_RECV_WINDOW_MS,
     MESSAGES,
     MINUTE_MS,
+    SPOT_ACCOUNT_PATH,
 )
 from .records import ApiCredential
 
@@ -34,6 +35,7 @@ class Endpoint:
     method: str
     weight: int
     params: frozenset[str]  # parameters the endpoint reads (signature included)
+    pool: str = "sapi"  # whose per-IP weight it counts against: "sapi" or "api"
 
 
 _SIGNED_BASE = frozenset({"timestamp", "recvWindow", "signature"})
@@ -42,6 +44,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     BALANCE_PATH: Endpoint("GET", 20, _SIGNED_BASE | {"asset"}),
     ACCOUNT_PATH: Endpoint("GET", 5, _SIGNED_BASE),
     API_RESTRICTIONS_PATH: Endpoint("GET", 1, _SIGNED_BASE),
+    SPOT_ACCOUNT_PATH: Endpoint("GET", 20, _SIGNED_BASE | {"omitZeroBalances"}, pool="api"),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from .admin import serve_admin
-from .balances import BalanceTable, account_reply, balance_reply, balance_table, collect
+from .balances import BalanceTable, account_reply, balance_reply, balance_table, collect, spot_account_reply
 from .checks import (
     ENDPOINTS,
     Endpoint,
@@ -35,12 +35,14 @@ from .protocol import (
     ADMIN_PREFIX,
     API_RESTRICTIONS_PATH,
     API_WEIGHT_HEADER,
+    API_WEIGHT_LIMIT_1M,
     AUTO_COLLECTION_PATH,
     BALANCE_PATH,
     HOUR_MS,
     HOURLY_LIMIT_MSG,
     MESSAGES,
     SAPI_WEIGHT_HEADER,
+    SPOT_ACCOUNT_PATH,
     TIME_PATH,
 )
 from .records import ApiCredential, Fault, RecordedRequest
@@ -295,7 +297,10 @@ class ExchangeEmulator:
         with self._lock:
             rec = RecordedRequest(now, req.method, req.path, req.api_key, None, {}, None, 0, None, False, False)
             self._log.append(rec)
-            weight_headers = {SAPI_WEIGHT_HEADER: str(used_weight(self._sapi_weight, now))}
+            if endpoint.pool == "api":
+                weight_headers = {API_WEIGHT_HEADER: str(used_weight(self._api_weight, now))}
+            else:
+                weight_headers = {SAPI_WEIGHT_HEADER: str(used_weight(self._sapi_weight, now))}
             try:
                 try:
                     query_params = parse_part(req.query)
@@ -344,13 +349,18 @@ class ExchangeEmulator:
         if loaded is None:
             raise Rejected(401, -2015, MESSAGES[-2015])
         rec.account = loaded.cred.account
-        # IP weight: rolling 60 s, all /sapi endpoints share one pool here. A refused request uses no weight.
-        used = used_weight(self._sapi_weight, req.now)
-        if used + endpoint.weight > self.ip_weight_limit_1m:
-            retry_after = weight_retry_after_s(self._sapi_weight, req.now, endpoint.weight, self.ip_weight_limit_1m)
-            raise Rejected(429, -1003, weight_message(self.ip_weight_limit_1m), {"Retry-After": str(retry_after)})
-        self._sapi_weight.append((req.now, endpoint.weight))
-        weight_headers[SAPI_WEIGHT_HEADER] = str(used + endpoint.weight)
+        # IP weight: rolling 60 s, all /sapi endpoints share one pool here, /api ones another (with its own header).
+        # A refused request uses no weight.
+        if endpoint.pool == "api":
+            window, limit, header = self._api_weight, API_WEIGHT_LIMIT_1M, API_WEIGHT_HEADER
+        else:
+            window, limit, header = self._sapi_weight, self.ip_weight_limit_1m, SAPI_WEIGHT_HEADER
+        used = used_weight(window, req.now)
+        if used + endpoint.weight > limit:
+            retry_after = weight_retry_after_s(window, req.now, endpoint.weight, limit)
+            raise Rejected(429, -1003, weight_message(limit), {"Retry-After": str(retry_after)})
+        window.append((req.now, endpoint.weight))
+        weight_headers[header] = str(used + endpoint.weight)
         return loaded
 
     def _serve_collection(self, now: int, rec: RecordedRequest, account: str, weight_headers: dict[str, str]) -> Reply:
@@ -393,6 +403,8 @@ class ExchangeEmulator:
         account = loaded.cred.account
         if path == API_RESTRICTIONS_PATH:
             return restrictions_reply(loaded, now + self.server_time_offset_ms)
+        if path == SPOT_ACCOUNT_PATH:
+            return spot_account_reply(account, now + self.server_time_offset_ms)
         table = self._balances.get(account, {})
         if path == BALANCE_PATH:
             return balance_reply(table, params.get("asset"), now + self.server_time_offset_ms)

@@ -7,6 +7,10 @@ AUTO_COLLECTION_PATH = "/sapi/v1/portfolio/auto-collection"
 BALANCE_PATH = "/sapi/v1/portfolio/balance"
 ACCOUNT_PATH = "/sapi/v1/portfolio/account"
 API_RESTRICTIONS_PATH = "/sapi/v1/account/apiRestrictions"
+#: The spot account (signed, weight 20 on the /api limits): its `uid` is the exchange account's identity.
+SPOT_ACCOUNT_PATH = "/api/v3/account"
+#: The exchange's request-weight limit per minute per IP on /api (separate from each /sapi endpoint's).
+API_WEIGHT_LIMIT_1M = 6000
 
 ADMIN_PREFIX = "/_emulator/"
 HOUR_MS = 3_600_000
