@@ -402,8 +402,9 @@ class Collector:
         return None
 
     def _record_known_window(self, outcome: Outcome) -> None:
-        """Show the window of the key's account when this process knows which one it is."""
-        window_key = outcome.window_key or self._identities.window_key(outcome.account)
+        """Show the window of the key's account when it is known: read here, or in the registry (a cold container
+        whose key check could not be sent). A key never read, anywhere, shows none."""
+        window_key = outcome.window_key or self._identities.windows_of([outcome.account]).get(outcome.account)
         if window_key:
             outcome.window_key = window_key
             known = self._store.known(window_key)

@@ -258,8 +258,9 @@ def test_the_view_reads_what_the_store_writes(stack: Stack) -> None:
         TableReader(deployment.dynamodb, deployment.table),
     )
     assert reader.accounts() == store.accounts() == ["default"]
-    state, item = reader.read_item("default")
-    assert (state, item) == store.read_item("default")
+    assert reader.windows() == {"default": deployment.window_key}  # the account's window (identity.py)
+    state, item = reader.read_item(deployment.window_key)
+    assert (state, item) == store.read_item(deployment.window_key)
     assert state.sequence == 3 and state.blocked_until_ms > 0 and state.events
     assert reader.outcomes("default") == store.outcomes("default")
     assert len(reader.outcomes("default")) == 4

@@ -614,7 +614,7 @@ def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(r
 
     assert rig.deployment.outcomes() == []  # it never got to write one
     store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
-    assert store.read("default").sequence == 1  # but its reservation was stored before it sent
+    assert store.read(rig.deployment.window_key).sequence == 1  # but its reservation was stored before it sent
     second = rig.run({})
     assert (second["status"], second["windowUsed"]) == ("collected", 2)
     assert rig.record()["reservations"] == [1]
@@ -626,7 +626,9 @@ def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(r
 def test_a_reservation_whose_request_was_never_sent_still_counts(rig: Rig) -> None:
     rig.deployment.set_env(MAX_CALLS_PER_HOUR="1")
     store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
-    decision, _ = store.reserve("default", WindowPolicy(1, 5_000), now_ms, lambda: 60_000)  # then "crashed"
+    decision, _ = store.reserve(
+        rig.deployment.window_key, WindowPolicy(1, 5_000), now_ms, lambda: 60_000
+    )  # then "crashed"
     assert isinstance(decision, Grant)
 
     result = rig.run({})

@@ -24,6 +24,7 @@ from localdev.exchange_emulator import (
     API_RESTRICTIONS_PATH,
     AUTO_COLLECTION_PATH,
     BALANCE_PATH,
+    SPOT_ACCOUNT_PATH,
     ApiCredential,
     Fault,
     RecordedRequest,
@@ -61,7 +62,10 @@ def test_scheduled_event_collects_and_records_the_outcome(deployment: Deployment
     assert attempt["httpStatus"] == 200 and attempt["verdict"] == "success"
     assert attempt["timestampMs"] == int(sent[0].params["timestamp"])
     assert attempt["usedWeight1m"] == 1500 + 1  # and the key's restrictions, read once before it
-    assert [r.path for r in deployment.exchange.requests()] == [API_RESTRICTIONS_PATH, AUTO_COLLECTION_PATH]
+    # ...with the key's account (/api weight, not /sapi): its uid names the window spent
+    paths = [r.path for r in deployment.exchange.requests()]
+    assert paths == [API_RESTRICTIONS_PATH, SPOT_ACCOUNT_PATH, AUTO_COLLECTION_PATH]
+    assert record["windowKey"] == deployment.window_key
     assert record["key"]["ipRestricted"] is True and record["key"]["warnings"] == []
     assert record["expiresAt"] - time.time() == pytest.approx(90 * 86400, abs=120)
 

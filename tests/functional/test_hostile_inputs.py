@@ -37,7 +37,9 @@ HOSTILE = settings(
 
 def window_item(deployment: Deployment) -> dict[str, Any]:
     response = deployment.dynamodb.get_item(
-        TableName=deployment.table, Key={"pk": {"S": "ACCOUNT#default"}, "sk": {"S": "WINDOW"}}, ConsistentRead=True
+        TableName=deployment.table,
+        Key={"pk": {"S": f"ACCOUNT#{deployment.window_key}"}, "sk": {"S": "WINDOW"}},
+        ConsistentRead=True,
     )
     return response.get("Item", {})  # type: ignore[no-any-return]
 

@@ -24,7 +24,14 @@ from auto_collector.errors import (
 from auto_collector.ip_store import IP_WINDOW_KEY, IpWeightStore
 from auto_collector.ip_window import IpWeightPolicy, WeightGrant
 from auto_collector.operator_view import main as operator_main
-from localdev.exchange_emulator import API_RESTRICTIONS_PATH, AUTO_COLLECTION_PATH, BALANCE_PATH, ApiCredential, Fault
+from localdev.exchange_emulator import (
+    API_RESTRICTIONS_PATH,
+    AUTO_COLLECTION_PATH,
+    BALANCE_PATH,
+    SPOT_ACCOUNT_PATH,
+    ApiCredential,
+    Fault,
+)
 from localdev.keys import new_ed25519_pem
 from tests.support.cold_start import cold_start
 from tests.support.deployment import Deployment
@@ -99,7 +106,8 @@ def test_a_sound_keys_dry_run_passes_reports_the_key_and_sends_no_collection(dep
     assert result["key"]["tradingPermission"] is None  # a whitelisted key does not expire
     assert result["wouldMove"] == {"USDT": "42.5"}
     assert collections(deployment) == []
-    assert [r.path for r in deployment.exchange.requests()] == [API_RESTRICTIONS_PATH, BALANCE_PATH]
+    paths = [r.path for r in deployment.exchange.requests()]
+    assert paths == [API_RESTRICTIONS_PATH, SPOT_ACCOUNT_PATH, BALANCE_PATH]  # the key, its account, the balances
     record = newest_outcome(deployment)
     assert (record["status"], record["keyType"], record["wouldMove"]) == ("dry_run", "ed25519", {"USDT": "42.5"})
 
@@ -346,7 +354,8 @@ def test_a_full_ip_window_defers_the_key_check_and_sends_nothing(deployment: Dep
     result = deployment.invoke({})
 
     assert result["status"] == "deferred" and result["deferredUntil"] is not None
-    assert result["windowUsed"] == 0 and result["attempts"] == 0
+    # The key's account was never read (here or in the registry): no window to show.
+    assert result["windowUsed"] is None and result["attempts"] == 0
     assert deployment.exchange.requests() == []  # not even the weight-1 read
 
 
@@ -368,7 +377,7 @@ def test_a_429_on_the_restrictions_read_backs_off_every_account_and_sends_no_col
     assert collections(deployment) == []
     seen = len(deployment.exchange.requests())
     result = deployment.invoke({})
-    assert result["status"] == "backing_off" and result["windowUsed"] == 0
+    assert result["status"] == "backing_off" and result["windowUsed"] is None  # the key's account never read
     assert len(deployment.exchange.requests()) == seen
 
 

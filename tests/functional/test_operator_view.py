@@ -189,10 +189,10 @@ def test_a_reservation_without_an_outcome_is_a_crash_trace(
     policy = WindowPolicy(500, 5_000)
     twenty_minutes_ago = now_ms() - 20 * 60_000
     # A process that reserved a slot 20 minutes ago and died before recording its outcome...
-    store.reserve("default", policy, lambda: twenty_minutes_ago, lambda: 60_000)
+    store.reserve(deployment.window_key, policy, lambda: twenty_minutes_ago, lambda: 60_000)
     # ...then a normal invocation, and one that reserved just now (possibly still running).
     invoke(deployment, {})
-    WindowStore(deployment.dynamodb, deployment.table).reserve("default", policy, now_ms, lambda: 60_000)
+    WindowStore(deployment.dynamodb, deployment.table).reserve(deployment.window_key, policy, now_ms, lambda: 60_000)
 
     code, report = status_json(capsys)
     assert code == 1

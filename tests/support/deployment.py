@@ -11,11 +11,18 @@ from typing import Any
 import boto3
 import pytest
 
+from auto_collector.identity import account_window_key
 from localdev.exchange_emulator import ApiCredential, ExchangeEmulator
+from localdev.exchange_emulator.balances import account_uid
 from localdev.keys import new_ed25519_pem
 from tests.support.cold_start import cold_start
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.table import create_table
+
+
+def window_key(account: str = "default") -> str:
+    """The key of the rolling window the function spends for the emulator's `account` (its uid's)."""
+    return account_window_key(account_uid(account))
 
 
 @dataclass
@@ -31,6 +38,9 @@ class Deployment:
     private_pem: str
     monkeypatch: pytest.MonkeyPatch
     contexts: list[FakeLambdaContext] = field(default_factory=list)
+
+    #: The window of the emulator account the deployment's key belongs to.
+    window_key: str = field(default_factory=window_key)
 
     def invoke(self, event: Any, timeout_ms: int = 60_000) -> dict[str, Any]:
         from auto_collector.handler import lambda_handler

@@ -1,4 +1,9 @@
-"""Reading the table: the status of each account, from one GetItem and two Queries per account."""
+"""Reading the table: the status of each account, from one GetItem and two Queries per account.
+
+Each label's window is the one the registry names for it: its exchange account's (identity.py), shared by every
+label whose key belongs to that account (a renamed label, say), so reservations are matched against the outcomes
+of all of them. A registry entry from before identities names no window: the label's own is shown.
+"""
 
 from __future__ import annotations
 
@@ -27,16 +32,17 @@ def build_report(
     store: TableReader, table: str, *, accounts: Sequence[str], last: int, limits: Limits, now_ms: int
 ) -> StatusReport:
     """The status of `accounts`, or of every account in the table when none are named."""
+    registry = store.windows()
     if accounts:
         views = [
-            account_status(store, label, last, limits, now_ms, must_exist=True, table=table)
+            account_status(store, label, last, limits, now_ms, must_exist=True, table=table, registry=registry)
             for label in dict.fromkeys(accounts)  # named twice, shown once
         ]
     else:
-        labels = store.accounts()
+        labels = list(registry)
         if DEFAULT_ACCOUNT not in labels and store.outcomes(DEFAULT_ACCOUNT, limit=1):
             labels = sorted([*labels, DEFAULT_ACCOUNT])
-        views = [account_status(store, label, last, limits, now_ms) for label in labels]
+        views = [account_status(store, label, last, limits, now_ms, registry=registry) for label in labels]
     return StatusReport(table, now_ms, views)
 
 
@@ -49,19 +55,23 @@ def account_status(
     *,
     must_exist: bool = False,
     table: str = "",
+    registry: Mapping[str, str] | None = None,
 ) -> AccountStatus:
-    state, item = store.read_item(account)
+    registry = store.windows() if registry is None else registry
+    window_key = registry.get(account, account)
+    state, item = store.read_item(window_key)
     newest = [OutcomeLine.from_record(r) for r in store.outcomes(account, limit=max(last, 1))]
     if must_exist and not item and not newest:
         raise ConfigurationError(
             f"account {account!r} has no window and no outcome records in table {table!r} "
-            f"(accounts in its registry: {', '.join(store.accounts()) or 'none'})"
+            f"(accounts in its registry: {', '.join(registry) or 'none'})"
         )
     # Outcomes are keyed by their start: one that started up to an invocation's length before the day began
-    # may hold a reservation made within it.
-    recent = [
-        OutcomeLine.from_record(r) for r in store.outcomes(account, since_iso=iso(now_ms - DAY_MS - MAX_INVOCATION_MS))
-    ]
+    # may hold a reservation made within it. Every label spending from this window may hold one.
+    since = iso(now_ms - DAY_MS - MAX_INVOCATION_MS)
+    recent = [OutcomeLine.from_record(r) for r in store.outcomes(account, since_iso=since)]
+    sharing = [label for label, key in registry.items() if key == window_key and label != account]
+    window_outcomes = recent + [OutcomeLine.from_record(r) for label in sharing for r in store.outcomes(label, since)]
     limit, source = _limit(item, newest, limits)
     policy = WindowPolicy(limit, limits.recv_window_ms)
     window = WindowView(
@@ -80,7 +90,7 @@ def account_status(
         back_off,
         newest[:last],
         failures,
-        crash_traces(state, recent, limits.recv_window_ms, now_ms),
+        crash_traces(state, window_outcomes, limits.recv_window_ms, now_ms),
         key=next((outcome.key for outcome in newest if outcome.key is not None), None),
         now_ms=now_ms,
     )

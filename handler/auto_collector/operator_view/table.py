@@ -37,8 +37,17 @@ class TableReader:
 
     def accounts(self) -> list[str]:
         """Every account that ever reserved a slot in this table."""
+        return list(self.windows())
+
+    def windows(self) -> dict[str, str]:
+        """Every label in the registry, with the key of the window it spends: its exchange account's
+        (`windowKey`, see identity.py), or, for an entry from before identities, the label's own window."""
         items = self._query(REGISTRY_KEY, "ACCOUNT#")
-        return [item["sk"]["S"].removeprefix("ACCOUNT#") for item in items]
+        windows: dict[str, str] = {}
+        for item in items:
+            label = item["sk"]["S"].removeprefix("ACCOUNT#")
+            windows[label] = item.get("windowKey", {}).get("S") or label
+        return windows
 
     def outcomes(self, account: str, since_iso: str = "", limit: int | None = None) -> list[dict[str, Any]]:
         """Outcome records of an account started at or after `since_iso` (ISO UTC, "" for all), newest first,
@@ -48,12 +57,12 @@ class TableReader:
         )
         return [{k: from_attribute(v) for k, v in item.items()} for item in items]
 
-    def read_item(self, account: str) -> tuple[WindowState, dict[str, Any]]:
+    def read_item(self, window_key: str) -> tuple[WindowState, dict[str, Any]]:
         """The window state and the stored item as plain values (the view also shows `windowLimit`)."""
         try:
             response = self._client.get_item(
                 TableName=self._table,
-                Key={"pk": {"S": account_key(account)}, "sk": {"S": WINDOW_SORT_KEY}},
+                Key={"pk": {"S": account_key(window_key)}, "sk": {"S": WINDOW_SORT_KEY}},
                 ConsistentRead=True,
             )
         except (ClientError, BotoCoreError) as error:
