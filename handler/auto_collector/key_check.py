@@ -34,7 +34,7 @@ from .config import Settings
 from .credentials import ApiCredentials
 from .errors import ExchangeRejectedError, KeyPolicyError
 from .exchange import AttemptResult, BinanceClient, FuturesBalance
-from .identity import IdentityBook
+from .identity import IdentityBook, account_window_key
 from .ip_window import API_RESTRICTIONS_WEIGHT, BALANCE_WEIGHT, WeightGrant
 from .key_policy import DAY_MS, EXPIRY_WARNING_DAYS, KeyRestrictions, refusal, warnings
 from .observability import SERVICE
@@ -166,7 +166,8 @@ class KeyCheck:
                 return None
             key, uid = identified
             if key is credentials:
-                outcome.window_key = self._identities.claim(outcome.account, uid)
+                outcome.window_key = account_window_key(uid)  # also on a refusal: the record names the account
+                self._identities.claim(outcome.account, uid)
                 return credentials
             credentials = key
         raise ExchangeRejectedError(
