@@ -233,7 +233,7 @@ def warm(h: Harness, n: int, code: Path) -> dict[str, Any]:
     ]
     raw = h.warm(variants, n=n, warmup=5, count=10, paths=[str(code), str(REPO)])
     result = _warm_summaries(raw)
-    window = h.item(label, "WINDOW")
+    window = h.window_item(label)
     slots = sum(1 for name in window if len(name) == 4 and name.startswith("e") and name[1:].isdigit())
     result["window_item"] = {
         "bytes": item_size_bytes(window),

@@ -203,6 +203,12 @@ class Harness:
         key = {"pk": {"S": f"ACCOUNT#{label}"}, "sk": {"S": sort_key}}
         return self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})
 
+    def window_item(self, label: str, table: str = TABLE) -> dict[str, Any]:
+        """The window the function spends for `label`: its exchange account's, which the registry names."""
+        key = {"pk": {"S": "REGISTRY"}, "sk": {"S": f"ACCOUNT#{label}"}}
+        registry = self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})
+        return self.item(registry.get("windowKey", {}).get("S", label), "WINDOW", table)
+
     def latest_outcome(self, label: str, table: str = TABLE) -> dict[str, Any]:
         response = self.dynamodb.query(
             TableName=table,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
@@ -87,10 +87,18 @@ class IdentityRegistry:
         return True
 
 
+class Registry(Protocol):
+    """The registry's two operations (IdentityRegistry in the table; a dict in unit tests)."""
+
+    def read(self, labels: Sequence[str]) -> dict[str, str]: ...
+
+    def register(self, label: str, window_key: str) -> bool: ...
+
+
 class IdentityBook:
     """For one deployment: the account window each label spends, and which label holds each account."""
 
-    def __init__(self, labels: Sequence[str], registry: IdentityRegistry) -> None:
+    def __init__(self, labels: Sequence[str], registry: Registry) -> None:
         self._position = {label: index for index, label in enumerate(labels)}
         self._registry = registry
         self._lock = threading.Lock()
