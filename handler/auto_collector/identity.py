@@ -105,7 +105,6 @@ class IdentityBook:
         self._window_of: dict[str, str] = {}  # label -> window key, as resolved by this process
         self._holder: dict[str, str] = {}  # window key -> the label that collects for it
         self._registered: dict[str, str] = {}  # label -> window key the registry holds (as far as we know)
-        self._registry_read: set[str] = set()
 
     def claim(self, label: str, uid: int) -> str:
         """The window key of account `uid`, which the key of `label` belongs to; noted in the registry when new.
@@ -147,18 +146,17 @@ class IdentityBook:
             return sorted(self._holder)
 
     def windows_of(self, labels: Sequence[str]) -> dict[str, str]:
-        """The window each of `labels` spends, where known: resolved here, else from the registry, which is read
-        once per process for labels not yet resolved (one BatchGetItem). A label absent from both is left out."""
+        """The window each of `labels` spends, where known: resolved here, else as the registry says now (one
+        BatchGetItem for the labels not resolved here: none for a warm collector; every time for the fan-out
+        dispatcher, which reads no keys, so a rename or rotation elsewhere reaches its order). A label absent from
+        both is left out."""
         with self._lock:
-            missing = [label for label in labels if label not in self._window_of and label not in self._registry_read]
-        if missing:
-            found = self._registry.read(missing)
-            with self._lock:
-                self._registry_read.update(missing)
-                for label, window_key in found.items():
-                    self._registered.setdefault(label, window_key)
+            missing = [label for label in labels if label not in self._window_of]
+        found = self._registry.read(missing) if missing else {}
         with self._lock:
-            known = {**self._registered, **self._window_of}
+            for label, window_key in found.items():
+                self._registered[label] = window_key
+            known = {**found, **self._window_of}
         return {label: known[label] for label in labels if label in known}
 
     def _rank(self, label: str) -> int:

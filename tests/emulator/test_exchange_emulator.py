@@ -25,6 +25,7 @@ from localdev.exchange_emulator import (
     ACCOUNT_PATH,
     AUTO_COLLECTION_PATH,
     BALANCE_PATH,
+    SPOT_ACCOUNT_PATH,
     TIME_PATH,
     ApiCredential,
     ExchangeEmulator,
@@ -578,6 +579,23 @@ def test_sapi_weight_header_and_limit(client: Client, emu: ExchangeEmulator, clo
     assert "X-SAPI-USED-IP-WEIGHT-1M" not in t.headers
     # errors on /sapi carry the header too
     assert "X-SAPI-USED-IP-WEIGHT-1M" in Client(emu, clock, key="nope").call().headers
+
+
+def test_the_spot_account_names_the_account_by_uid_on_the_api_weight_pool(
+    client: Client, emu: ExchangeEmulator, clock: FakeClock
+) -> None:
+    emu.add_credential(ApiCredential(api_key="second-key", hmac_secret=HMAC_SECRET))  # another key, same account
+    emu.add_credential(ApiCredential(api_key="other-key", hmac_secret=HMAC_SECRET, account="other"))
+    uids = []
+    for key in (HMAC_KEY, "second-key", "other-key"):
+        resp = Client(emu, clock, key=key).call(SPOT_ACCOUNT_PATH, {"omitZeroBalances": "true"})
+        assert resp.status_code == 200
+        uids.append(resp.json()["uid"])
+        assert "X-SAPI-USED-IP-WEIGHT-1M" not in resp.headers
+    assert uids[0] == uids[1] != uids[2]
+    assert resp.headers["X-MBX-USED-WEIGHT-1M"] == "60"  # three reads of weight 20, on /api's own limit
+    assert emu.used_ip_weight_1m() == 0  # nothing on /sapi
+    assert err(client.call(SPOT_ACCOUNT_PATH, {"omitZeroBalances": "true"}, timestamp=T0 - 10_000)) == (400, -1021)
 
 
 # --------------------------------------------------------------------------- HTTP behaviour

@@ -67,11 +67,16 @@ def test_the_registry_is_written_when_a_labels_window_changes_and_again_after_a_
     assert failing.writes == [("a", "uid:1"), ("a", "uid:1")]
 
 
-def test_windows_of_reads_the_registry_once_for_labels_not_resolved_here() -> None:
+def test_windows_of_reads_the_registry_only_for_labels_not_resolved_here() -> None:
     registry = MemoryRegistry({"a": "uid:1", "old": "uid:9"})
     book = IdentityBook(["a", "b", "c"], registry)
     book.claim("c", 3)
     assert book.windows_of(["a", "b", "c"]) == {"a": "uid:1", "c": "uid:3"}
-    assert book.windows_of(["a", "b", "c"]) == {"a": "uid:1", "c": "uid:3"}
-    assert registry.reads == [["a", "b"]]  # once; c was resolved, b has no entry
-    assert registry.writes == [("c", "uid:3")]
+    registry.items["a"] = "uid:4"  # a's key was rotated to another account by another container
+    assert book.windows_of(["a", "b", "c"]) == {"a": "uid:4", "c": "uid:3"}
+    assert registry.reads == [["a", "b"], ["a", "b"]]  # never for c, resolved here
+    book.claim("a", 4)
+    book.claim("b", 5)
+    assert book.windows_of(["a", "b", "c"]) == {"a": "uid:4", "b": "uid:5", "c": "uid:3"}
+    assert len(registry.reads) == 2  # all resolved: a warm collector reads nothing
+    assert registry.writes == [("c", "uid:3"), ("b", "uid:5")]  # a's entry already said uid:4
