@@ -153,7 +153,12 @@ class KeyCheck:
     ) -> ApiCredentials | None:
         """The key's restrictions judged and its account resolved; None when a read could not be sent now."""
         for _ in range(2):  # a secret rotated during the account read: its new key is checked from the start, once
+            # The account is read only right after restrictions admitted through the IP-weight window: that admission
+            # has just seen the deployment's stored back-off, if any (the account read takes no weight of ours).
             restrictions = None if dry_run else self._still_valid(credentials)
+            if restrictions is not None and not (self._uid is not None and self._uid[0] == _identity(credentials)):
+                self._judge(outcome, restrictions, dry_run=False, just_read=False)  # a refused key needs no account
+                restrictions = None
             just_read = restrictions is None
             if restrictions is None:
                 read = self._read_restrictions(outcome, credentials, remaining_ms, turn)

@@ -17,11 +17,22 @@ import pytest
 
 from auto_collector import runtime
 from auto_collector.config import Settings
-from auto_collector.errors import AccountsFailedError, ExchangeRateLimitedError, SharedAccountError
+from auto_collector.errors import (
+    AccountsFailedError,
+    ExchangeRateLimitedError,
+    ExchangeUnavailableError,
+    SharedAccountError,
+)
 from auto_collector.operator_view.cli import status
 from auto_collector.service import fairness_order
 from auto_collector.store import WindowStore
-from localdev.exchange_emulator import AUTO_COLLECTION_PATH, SPOT_ACCOUNT_PATH, ApiCredential, Fault
+from localdev.exchange_emulator import (
+    API_RESTRICTIONS_PATH,
+    AUTO_COLLECTION_PATH,
+    SPOT_ACCOUNT_PATH,
+    ApiCredential,
+    Fault,
+)
 from localdev.keys import new_ed25519_pem
 from tests.support.cold_start import cold_start
 from tests.support.deployment import Deployment, window_key
@@ -207,3 +218,21 @@ def test_a_cold_containers_fairness_order_reads_the_windows_through_the_registry
 
     assert order == ["fund-b", "fund-a"]
     assert account_reads(deployment) == reads_before  # from the table, not the exchange
+
+
+def test_an_account_read_that_fails_sends_no_collection_and_is_tried_again_after_a_fresh_key_check(
+    deployment: Deployment,
+) -> None:
+    deployment.set_env(MAX_ATTEMPTS="2")
+    deployment.exchange.inject(Fault(path=SPOT_ACCOUNT_PATH, status=503, count=2))
+    with pytest.raises(ExchangeUnavailableError, match="reading the key's account"):
+        deployment.invoke({})
+    assert deployment.exchange.requests(AUTO_COLLECTION_PATH) == []
+    record = outcomes_of(deployment, "default")[-1]
+    assert (record["status"], record["windowKey"], record["reservations"]) == ("failed", None, [])
+
+    assert deployment.invoke({})["status"] == "collected"
+    # The account read follows a restrictions read admitted just before it (which saw any stored back-off).
+    paths = [r.path for r in deployment.exchange.requests() if r.path != "/api/v3/time"]
+    reads = [API_RESTRICTIONS_PATH, SPOT_ACCOUNT_PATH, SPOT_ACCOUNT_PATH, API_RESTRICTIONS_PATH, SPOT_ACCOUNT_PATH]
+    assert paths == [*reads, AUTO_COLLECTION_PATH]
