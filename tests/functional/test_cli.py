@@ -258,7 +258,7 @@ def test_the_view_reads_what_the_store_writes(stack: Stack) -> None:
     assert state.sequence == 3 and state.blocked_until_ms > 0 and state.events
     assert item["seq"] == 3 and item["blockedUntilMs"] == state.blocked_until_ms
     outcomes = store.outcomes("default")
-    assert [o["status"] for o in outcomes] == ["dry_run", "failed", "collected", "collected"]
+    assert [o["status"] for o in outcomes] == ["backing_off", "failed", "collected", "collected"]
     assert outcomes == deployment.outcomes()[::-1]
     assert all(type(o["durationMs"]) is int and type(o["expiresAt"]) is int for o in outcomes)
     assert store.outcomes("default", limit=2) == outcomes[:2]
