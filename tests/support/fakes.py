@@ -39,7 +39,9 @@ OK = AttemptResult("success", 200, None, "", 0)
 GOOD_KEY = {"ipRestrict": True, "enableWithdrawals": False, "enableReading": True, "enablePortfolioMarginTrading": True}
 
 
-def failure(http_status: int, code: int | None = None, message: str = "", retry_after_s: int | None = None) -> AttemptResult:
+def failure(
+    http_status: int, code: int | None = None, message: str = "", retry_after_s: int | None = None
+) -> AttemptResult:
     """An answer as exchange.classify would read it."""
     verdict: Verdict
     if http_status in (418, 429):
@@ -229,7 +231,7 @@ class InMemoryAccountWindows:
             if state.blocked_until_ms < until_ms:
                 self.states[account] = replace(state, blocked_until_ms=until_ms, blocked_reason=reason)
 
-    def reserve_with_weight(  # noqa: PLR0917 - the port's signature
+    def reserve_with_weight(
         self,
         account: str,
         policy: WindowPolicy,
