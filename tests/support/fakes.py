@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from auto_collector.credentials import ApiCredentials, parse_secret
-from auto_collector.errors import DeadlineError
+from auto_collector.errors import DeadlineError, WindowStoreError
 from auto_collector.exchange import (
     API_RESTRICTIONS_PATH,
     AUTO_COLLECTION_PATH,
@@ -165,11 +165,16 @@ class FakeCredentials:
 
 @dataclass
 class InMemoryIpWeightLedger:
-    """The deployment's IP-weight window in memory; `take` is weight another program spends."""
+    """The deployment's IP-weight window in memory (every writer sees the current state); `take` is weight another
+    program spends."""
 
     policy: IpWeightPolicy
     state: IpWeightState = field(default_factory=IpWeightState)
+    reserved_at: list[int] = field(default_factory=list)
+    observed: list[int] = field(default_factory=list)
     blocks: list[tuple[int, str]] = field(default_factory=list)
+    #: The table is unreachable for the exchange's reports of used weight.
+    fail_observe: bool = False
 
     @property
     def known(self) -> IpWeightState:
@@ -184,9 +189,13 @@ class InMemoryIpWeightLedger:
             if remaining_ms() < MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve IP weight")
             self.state = decision.state_after
+            self.reserved_at.append(decision.timestamp_ms)
         return decision, seen
 
     def observe(self, policy: IpWeightPolicy, reported_used: int, now_ms: Callable[[], int]) -> int:
+        if self.fail_observe:
+            raise WindowStoreError("could not reserve IP weight in table 't': unreachable")
+        self.observed.append(reported_used)
         now = now_ms()
         after = policy.observe(self.state, now, reported_used)
         if after is None:
