@@ -102,10 +102,10 @@ def _invoke_event(handler: Callable[[Any, Any], Any], event: Any, timeout_ms: in
 def outcome_records(table: str) -> list[dict[str, Any]]:
     import boto3
 
-    from auto_collector.store import from_attribute
+    from auto_collector.records import plain_record
 
     response = boto3.client("dynamodb").scan(TableName=table, ConsistentRead=True)
-    records = [{k: from_attribute(v) for k, v in item.items()} for item in response["Items"]]
+    records = [plain_record(item) for item in response["Items"]]
     return sorted((r for r in records if r["sk"].startswith("OUTCOME#")), key=lambda r: r["sk"])
 
 

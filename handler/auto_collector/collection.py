@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -24,13 +23,14 @@ from .config import Settings
 from .credentials import ApiCredentials
 from .errors import CollectorError, DeadlineError, ExchangeRejectedError, TradingPermissionExpiredError
 from .events import Invocation
-from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .exchange import AttemptResult, FuturesBalance
 from .ip_window import BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
 from .key_check import KeyCheck, SignedCalls
 from .key_policy import expired_explanation
 from .observability import SERVICE
 from .outcome import NEVER_COLLECTED, AttemptRecord, Outcome
-from .store import WindowStore, decide
+from .ports import AccountWindows, CredentialsLoader, Exchange
+from .store import decide
 from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
 logger = Logger(service=SERVICE, child=True)
@@ -46,12 +46,6 @@ DEFAULT_BAN_S = 300
 RETRY_BACKOFF_MS = 250
 
 
-class CredentialsLoader(Protocol):
-    def load(self, force_fetch: bool = False) -> ApiCredentials:
-        """The account's credentials; `force_fetch` bypasses any cache (after the exchange refused the key)."""
-        ...
-
-
 class Collector:
     """Collects for one account. Keeps no per-invocation state, so a warm container reuses it."""
 
@@ -59,8 +53,8 @@ class Collector:
         self,
         settings: Settings,
         account: str,
-        store: WindowStore,
-        exchange: BinanceClient,
+        store: AccountWindows,
+        exchange: Exchange,
         credentials: CredentialsLoader,
         *,
         gate: IpWeightGate,

@@ -110,16 +110,14 @@ class IpWeightStore:
         with self._lock:
             self._known = state
 
-    def update(self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int) -> dict[str, Any]:
-        """The conditional update storing `after` if the item still holds `state` and is not blocked."""
-        return self._update(state, after, limit, now_ms, ignore_block=False)
-
     def _try_write(
         self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool = False
     ) -> IpWeightState | None:
         """Store `after` if the item still holds `state` (and is not blocked); otherwise return what it holds."""
         try:
-            self._client.update_item(TableName=self._table, **self._update(state, after, limit, now_ms, ignore_block))
+            self._client.update_item(
+                TableName=self._table, **conditional_update(state, after, limit, now_ms, ignore_block)
+            )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
@@ -128,30 +126,33 @@ class IpWeightStore:
             raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
         return None
 
-    def _update(
-        self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool
-    ) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            ":next": {"N": str(after.sequence)},
-            ":entries": {"L": [{"L": [{"N": str(expiry)}, {"N": str(weight)}]} for expiry, weight in after.entries]},
-            ":limit": {"N": str(limit)},
-            ":pruned": {"N": str(after.pruned_until_ms)},
-        }
-        condition = "attribute_not_exists(#seq)" if state.sequence == 0 else "#seq = :seq"
-        if state.sequence:
-            values[":seq"] = {"N": str(state.sequence)}
-        if not ignore_block:
-            # A block is written without a sequence number, so it is checked on its own.
-            condition = f"(attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now) AND {condition}"
-            values[":now"] = {"N": str(now_ms)}
-        return {
-            "Key": IP_WINDOW_KEY,
-            "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit, prunedUntilMs = :pruned",
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#seq": "seq"},
-            "ExpressionAttributeValues": values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
+
+def conditional_update(
+    state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool = False
+) -> dict[str, Any]:
+    """The UpdateItem arguments (all but the table) storing `after` if the item still holds `state` and, unless
+    `ignore_block`, is not blocked (store.py puts it in the transaction that also takes an account's slot)."""
+    values: dict[str, Any] = {
+        ":next": {"N": str(after.sequence)},
+        ":entries": {"L": [{"L": [{"N": str(expiry)}, {"N": str(weight)}]} for expiry, weight in after.entries]},
+        ":limit": {"N": str(limit)},
+        ":pruned": {"N": str(after.pruned_until_ms)},
+    }
+    condition = "attribute_not_exists(#seq)" if state.sequence == 0 else "#seq = :seq"
+    if state.sequence:
+        values[":seq"] = {"N": str(state.sequence)}
+    if not ignore_block:
+        # A block is written without a sequence number, so it is checked on its own.
+        condition = f"(attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now) AND {condition}"
+        values[":now"] = {"N": str(now_ms)}
+    return {
+        "Key": IP_WINDOW_KEY,
+        "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit, prunedUntilMs = :pruned",
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": {"#seq": "seq"},
+        "ExpressionAttributeValues": values,
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
 
 
 def state_from_item(item: dict[str, Any] | None) -> IpWeightState:

@@ -28,11 +28,12 @@ from .attempts import KEY_REFUSED_CODES, Tried, after_attempt, exchange_error
 from .config import Settings
 from .credentials import ApiCredentials
 from .errors import KeyPolicyError
-from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .exchange import AttemptResult, FuturesBalance
 from .ip_window import API_RESTRICTIONS_WEIGHT, BALANCE_WEIGHT, WeightGrant
 from .key_policy import DAY_MS, EXPIRY_WARNING_DAYS, KeyRestrictions, refusal, warnings
 from .observability import SERVICE
 from .outcome import Outcome, would_move
+from .ports import Exchange
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -76,7 +77,7 @@ class SignedCalls:
 class KeyCheck:
     """One account's key check; keeps the restrictions last read for its secret value while warm."""
 
-    def __init__(self, settings: Settings, exchange: BinanceClient, calls: SignedCalls) -> None:
+    def __init__(self, settings: Settings, exchange: Exchange, calls: SignedCalls) -> None:
         self._settings = settings
         self._exchange = exchange
         self._calls = calls

@@ -37,7 +37,7 @@ from auto_collector.errors import (
 )
 from auto_collector.handler import lambda_handler
 from auto_collector.handler import logger as service_logger
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from auto_collector.window import Grant, WindowPolicy
 from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, ExchangeEmulator, Fault
 from localdev.keys import new_ed25519_pem
@@ -613,7 +613,7 @@ def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(r
     process.join(timeout=10)
 
     assert rig.deployment.outcomes() == []  # it never got to write one
-    store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
+    store = CollectorTable(rig.deployment.dynamodb, rig.deployment.table)
     assert store.read("default").sequence == 1  # but its reservation was stored before it sent
     second = rig.run({})
     assert (second["status"], second["windowUsed"]) == ("collected", 2)
@@ -625,7 +625,7 @@ def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(r
 
 def test_a_reservation_whose_request_was_never_sent_still_counts(rig: Rig) -> None:
     rig.deployment.set_env(MAX_CALLS_PER_HOUR="1")
-    store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
+    store = CollectorTable(rig.deployment.dynamodb, rig.deployment.table)
     decision, _ = store.reserve("default", WindowPolicy(1, 5_000), now_ms, lambda: 60_000)  # then "crashed"
     assert isinstance(decision, Grant)
 
