@@ -76,19 +76,7 @@ class IpWeightStore:
 
     def block(self, until_ms: int, reason: str) -> None:
         """No request from this deployment until `until_ms` (a 429/418). Only ever extended."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=IP_WINDOW_KEY,
-                UpdateExpression="SET blockedUntilMs = :until, blockedReason = :reason",
-                ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs < :until",
-                ExpressionAttributeValues={":until": {"N": str(until_ms)}, ":reason": {"S": reason[:500]}},
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
-        except BotoCoreError as error:
-            raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
+        extend_block(self._client, self._table, IP_WINDOW_KEY, until_ms, reason)
         with self._lock:
             if self._known.blocked_until_ms < until_ms:
                 self._known = replace(self._known, blocked_until_ms=until_ms, blocked_reason=reason)
@@ -125,6 +113,24 @@ class IpWeightStore:
         except BotoCoreError as error:
             raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
         return None
+
+
+def extend_block(client: DynamoDBClient, table: str, key: dict[str, Any], until_ms: int, reason: str) -> None:
+    """Store a 429/418 back-off on a window item, unless a later one is already there: a block only ever grows, so
+    a stale view of it is always safe."""
+    try:
+        client.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET blockedUntilMs = :until, blockedReason = :reason",
+            ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs < :until",
+            ExpressionAttributeValues={":until": {"N": str(until_ms)}, ":reason": {"S": reason[:500]}},
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise WindowStoreError(f"could not store the back-off in table {table!r}: {error}") from error
+    except BotoCoreError as error:
+        raise WindowStoreError(f"could not store the back-off in table {table!r}: {error}") from error
 
 
 def conditional_update(

@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
 from .ip_store import conditional_update as ip_window_update
+from .ip_store import extend_block
 from .ip_store import state_from_item as ip_state_from_item
 from .ip_window import IpWeightPolicy, WeightDecision, WeightGrant
 from .observability import SERVICE
@@ -124,19 +125,7 @@ class CollectorTable:
         A block is only ever extended, never shortened, so a stale view of it is always safe.
         """
         for account in accounts:
-            try:
-                self._client.update_item(
-                    TableName=self._table,
-                    Key=self._key(account),
-                    UpdateExpression="SET blockedUntilMs = :until, blockedReason = :reason",
-                    ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs < :until",
-                    ExpressionAttributeValues={":until": {"N": str(until_ms)}, ":reason": {"S": reason[:500]}},
-                )
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                    raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
-            except BotoCoreError as error:
-                raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
+            extend_block(self._client, self._table, self._key(account), until_ms, reason)
             known = self._known.get(account, WindowState())
             if known.blocked_until_ms < until_ms:
                 self._known[account] = replace(known, blocked_until_ms=until_ms, blocked_reason=reason)
