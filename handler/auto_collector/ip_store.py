@@ -54,7 +54,7 @@ class IpWeightStore:
                 if remaining_ms() < _MIN_MS_TO_RESERVE:
                     raise DeadlineError("not enough time left to reserve IP weight")
                 current = self._try_write(state, decision.state_after, policy.limit, decision.timestamp_ms)
-                if current is None:
+                if current is None or current == decision.state_after:  # or our own write, its answer lost
                     self._known = decision.state_after
                     return decision, state
                 state = self._known = current
@@ -69,7 +69,7 @@ class IpWeightStore:
                 if after is None:
                     return 0
                 current = self._try_write(state, after, policy.limit, now, ignore_block=True)
-                if current is None:
+                if current is None or current == after:  # or our own write, its answer lost
                     self._known = after
                     return policy.used(after, now) - policy.used(state, now)
                 state = self._known = current

@@ -105,7 +105,9 @@ class CollectorTable:
             if remaining_ms() < _MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve a window slot")
             current = self._try_write(account, state, decision, policy.limit, now_ms())
-            if current is None:
+            # A write whose answer was lost after it was applied comes back (botocore retries it) as a conflict
+            # with exactly the state it wrote: it is ours, not another writer's, and must not take a second slot.
+            if current is None or current == decision.state_after:
                 self._known[account] = decision.state_after
                 if state.sequence == 0:
                     self._register(account)
@@ -240,14 +242,21 @@ class CollectorTable:
                     raise WindowStoreError(
                         f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"
                     ) from error
-                if codes[:1] == ["ConditionalCheckFailed"]:
-                    current = _state_from_item(reasons[0].get("Item"))
-                    if current.sequence < state.sequence:
-                        self._known.pop(account, None)  # the item was reset: start again from what is stored
-                    state = current
-                if codes[1:2] == ["ConditionalCheckFailed"]:
-                    ip.remember(ip_state_from_item(reasons[1].get("Item")))
-                continue  # decide again on what is stored (or, after a TransactionConflict, simply again)
+                # Our own transaction, applied before its answer was lost and retried by botocore, comes back as
+                # a conflict with exactly the items it wrote: it is ours, and must not take a second slot.
+                own = codes == ["ConditionalCheckFailed"] * 2 and (
+                    _state_from_item(reasons[0].get("Item")) == decision.state_after
+                    and ip_state_from_item(reasons[1].get("Item")) == weight_decision.state_after
+                )
+                if not own:
+                    if codes[:1] == ["ConditionalCheckFailed"]:
+                        current = _state_from_item(reasons[0].get("Item"))
+                        if current.sequence < state.sequence:
+                            self._known.pop(account, None)  # the item was reset: start again from what is stored
+                        state = current
+                    if codes[1:2] == ["ConditionalCheckFailed"]:
+                        ip.remember(ip_state_from_item(reasons[1].get("Item")))
+                    continue  # decide again on what is stored (or, after a TransactionConflict, simply again)
             except BotoCoreError as error:
                 raise WindowStoreError(
                     f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"

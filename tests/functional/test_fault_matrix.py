@@ -680,6 +680,23 @@ def test_dynamodb_throttling_is_retried_and_the_invocation_still_collects(
     assert rig.record()["reservations"] == [0]
 
 
+def test_a_reservation_whose_answer_was_lost_after_it_was_applied_takes_one_slot(
+    rig: Rig, throttling_dynamodb: FaultProxy
+) -> None:
+    rig.run({})  # a warm container: its view of both windows is current
+    throttling_dynamodb.lose_answer_next(1, "DynamoDB_20120810.TransactWriteItems")
+
+    result = rig.run({})
+
+    # botocore retried the transaction; it came back as a conflict with exactly what it had written: recognised as
+    # its own, one slot and one request, not a second reservation (nor a false crash trace in the operator view).
+    assert result["status"] == "collected"
+    assert sum(throttling_dynamodb.failed.values()) == 1
+    assert len(rig.collections()) == 2
+    assert rig.record()["reservations"] == [1]
+    assert result["windowUsed"] == 2
+
+
 def test_dynamodb_throttling_that_outlasts_the_retries_sends_nothing(rig: Rig, throttling_dynamodb: FaultProxy) -> None:
     throttling_dynamodb.fail_next(5)  # the reservation's 3 attempts, then 2 of the outcome write's
 
