@@ -30,13 +30,14 @@ LOG_FILE = REPO / ".cache" / "make-run.log"
 
 
 @contextlib.contextmanager
-def local_aws() -> Iterator[str]:
+def local_aws(host: str = "127.0.0.1") -> Iterator[str]:
+    """moto's server (Secrets Manager, DynamoDB, ...) on `host`; this process's boto3 clients use it."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
+    _, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
@@ -101,10 +102,10 @@ def _invoke_event(handler: Callable[[Any, Any], Any], event: Any, timeout_ms: in
 def outcome_records(table: str) -> list[dict[str, Any]]:
     import boto3
 
-    from auto_collector.store import from_attribute
+    from auto_collector.records import plain_record
 
     response = boto3.client("dynamodb").scan(TableName=table, ConsistentRead=True)
-    records = [{k: from_attribute(v) for k, v in item.items()} for item in response["Items"]]
+    records = [plain_record(item) for item in response["Items"]]
     return sorted((r for r in records if r["sk"].startswith("OUTCOME#")), key=lambda r: r["sk"])
 
 

@@ -14,8 +14,6 @@ import argparse
 import contextlib
 import ipaddress
 import json
-import logging
-import os
 import signal
 import sys
 import threading
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ExchangeEmulator
-from localdev.run import outcome_records, provision
+from localdev.run import local_aws, outcome_records, provision
 from localdev.template import REPO
 
 FUNCTION = "CollectorFunction"
@@ -35,25 +33,9 @@ CONTAINER_HOST = "host.docker.internal"
 
 @contextlib.contextmanager
 def moto_server(host: str) -> Iterator[int]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    # This process's own boto3 clients (provisioning, the summary) use the same server.
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://{host}:{port}",
-        AWS_ACCESS_KEY_ID="local",
-        AWS_SECRET_ACCESS_KEY="local",
-        AWS_DEFAULT_REGION="eu-west-1",
-        AWS_REGION="eu-west-1",
-    )
-    os.environ.pop("AWS_PROFILE", None)
-    try:
-        yield port
-    finally:
-        server.stop()
+    """make run's moto server, on `host` (the docker0 gateway); yields its port."""
+    with local_aws(host) as endpoint:
+        yield int(endpoint.rsplit(":", 1)[1])
 
 
 def function_environment(provisioned: dict[str, str], exchange_port: int, moto_port: int) -> dict[str, str]:

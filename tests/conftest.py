@@ -3,7 +3,8 @@ on 127.0.0.1. Global warm state (runtime objects, Powertools caches) is reset ar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -66,3 +67,17 @@ def local_deployment(
 ) -> Deployment:
     """A collector whose DynamoDB is DynamoDB Local (atomic conditional writes) and secrets on moto."""
     return deploy(monkeypatch, exchange, dynamodb_local.endpoint, moto_endpoint)
+
+
+@pytest.fixture
+def travel(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Move every clock of this process (the function, moto, the emulator) forward by `milliseconds`: time between
+    scheduled ticks is travelled, not waited."""
+    offset_ns = [0]
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + offset_ns[0])
+
+    def forward(milliseconds: int) -> None:
+        offset_ns[0] += milliseconds * 1_000_000
+
+    return forward

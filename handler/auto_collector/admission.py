@@ -16,15 +16,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
 from .errors import WindowStoreError
-from .ip_store import IpWeightStore
 from .ip_window import IpWeightPolicy, IpWeightState, WeightGrant, WeightRefusal
 from .observability import SERVICE
-from .store import JointReservation, WindowStore
 from .window import BackingOff, WindowPolicy
+
+if TYPE_CHECKING:
+    from .ports import AccountWindows, IpWeightLedger
+    from .store import JointReservation
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -47,7 +50,7 @@ class IpWeightGate:
 
     def __init__(
         self,
-        store: IpWeightStore,
+        store: IpWeightLedger,
         policy: IpWeightPolicy,
         max_wait_ms: int,
         sleep: Callable[[float], None] = time.sleep,
@@ -72,7 +75,7 @@ class IpWeightGate:
 
     def admit_with_slot(
         self,
-        window: WindowStore,
+        window: AccountWindows,
         account: str,
         *,
         policy: WindowPolicy,

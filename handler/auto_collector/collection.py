@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -24,14 +23,15 @@ from .config import Settings
 from .credentials import ApiCredentials
 from .errors import CollectorError, DeadlineError, ExchangeRejectedError, TradingPermissionExpiredError
 from .events import Invocation
-from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .exchange import AttemptResult, FuturesBalance
 from .identity import IdentityBook
 from .ip_window import BALANCE_WEIGHT, COLLECTION_WEIGHT, WeightGrant
 from .key_check import KeyCheck, SignedCalls
 from .key_policy import expired_explanation
 from .observability import SERVICE
 from .outcome import NEVER_COLLECTED, AttemptRecord, Outcome
-from .store import WindowStore, decide
+from .ports import AccountWindows, CredentialsLoader, Exchange
+from .store import decide
 from .window import BackingOff, Duplicate, Grant, Refusal, WindowPolicy, WindowState
 
 logger = Logger(service=SERVICE, child=True)
@@ -47,12 +47,6 @@ DEFAULT_BAN_S = 300
 RETRY_BACKOFF_MS = 250
 
 
-class CredentialsLoader(Protocol):
-    def load(self, force_fetch: bool = False) -> ApiCredentials:
-        """The account's credentials; `force_fetch` bypasses any cache (after the exchange refused the key)."""
-        ...
-
-
 class Collector:
     """Collects for one account. Keeps no per-invocation state, so a warm container reuses it."""
 
@@ -60,8 +54,8 @@ class Collector:
         self,
         settings: Settings,
         account: str,
-        store: WindowStore,
-        exchange: BinanceClient,
+        store: AccountWindows,
+        exchange: Exchange,
         credentials: CredentialsLoader,
         *,
         gate: IpWeightGate,
@@ -131,17 +125,16 @@ class Collector:
     ) -> None:
         """Signed reads only (key_check.py): the key's restrictions, its account and the balances; never a
         collection. The window shown is the key's account's, read once the key check named it."""
-        # A 429/418 is stored in the deployment's IP-weight item (and the windows): a call would extend it.
-        ip = self._gate.store.read()
-        if ip.blocked_until_ms > self._exchange.server_now_ms():
-            self._refused(outcome, BackingOff(ip.blocked_until_ms, ip.blocked_reason))
-            outcome.note = f"key not checked: {ip.blocked_reason}"
-            self._record_known_window(outcome)
-            return
         outcome.status = "dry_run"
+        # During a 429/418 the restrictions read is refused its IP weight (the deployment's stored back-off):
+        # nothing is sent, since a call would only extend it.
         self._keys.dry_run(outcome, credentials, remaining_ms, turn)
+        if outcome.key is None and outcome.blocked_until_ms is not None:
+            outcome.note = f"key not checked: {outcome.note}"
         if outcome.window_key:
             self._record_window(outcome, self._store.read(outcome.window_key))
+        else:
+            self._record_known_window(outcome)
 
     def _collect(
         self, outcome: Outcome, credentials: ApiCredentials, remaining_ms: Callable[[], int], turn: Turn

@@ -55,7 +55,9 @@ class Settings:
     recv_window_ms: int = 5_000
     outcome_retention_days: int = 90
     max_attempts: int = 3
-    http_timeout_s: float = 10.0
+    #: Whole seconds, as every other duration here (HTTP_TIMEOUT_SECONDS, 1..60); the bound applied to an attempt
+    #: is finer anyway: the smaller of this and the invocation's remaining time.
+    http_timeout_s: int = 10
     # An hour: a rotated key is picked up at once anyway (the secret is re-read on -2015/-1022).
     secret_max_age_s: int = 3600
     balance_check: BalanceCheck = "off"
@@ -76,7 +78,7 @@ class Settings:
             recv_window_ms=_integer(env, "RECV_WINDOW_MS", cls.recv_window_ms, 1, MAX_RECV_WINDOW_MS),
             outcome_retention_days=_integer(env, "OUTCOME_RETENTION_DAYS", cls.outcome_retention_days, 1, 3650),
             max_attempts=_integer(env, "MAX_ATTEMPTS", cls.max_attempts, 1, 10),
-            http_timeout_s=float(_integer(env, "HTTP_TIMEOUT_SECONDS", int(cls.http_timeout_s), 1, 60)),
+            http_timeout_s=_integer(env, "HTTP_TIMEOUT_SECONDS", cls.http_timeout_s, 1, 60),
             secret_max_age_s=_integer(env, "SECRET_MAX_AGE_SECONDS", cls.secret_max_age_s, 0, 86_400),
             balance_check=_balance_check(env.get("BALANCE_CHECK", "")),
             ip_weight_per_minute=_ip_weight_per_minute(env),

@@ -18,11 +18,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from .aws_config import BOUNDED_CLIENT_CONFIG
 from .config import Settings
 from .errors import ConfigurationError, InvalidEventError, QueueError
 from .events import parse_event
 from .observability import SERVICE
-from .runtime import AWS_CLIENT_CONFIG, runtime_for
+from .runtime import runtime_for
 from .service import fairness_order, selected_accounts
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def dispatch(
         json.dumps({"account": label, "tick": tick, **({"dryRun": True} if invocation.dry_run else {})})
         for label in order
     ]
-    client = sqs or boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+    client = sqs or boto3.client("sqs", config=BOUNDED_CLIENT_CONFIG)
     unsent = []
     for start in range(0, len(bodies), _BATCH):
         entries: list[SendMessageBatchRequestEntryTypeDef] = [

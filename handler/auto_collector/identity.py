@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import SharedAccountError, WindowStoreError
 from .observability import SERVICE
+from .records import REGISTRY_KEY, account_key, account_of
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -36,7 +37,6 @@ logger = Logger(service=SERVICE, child=True)
 
 #: Window keys of exchange accounts start with this; a label never contains ':'.
 IDENTITY_PREFIX = "uid:"
-REGISTRY_KEY = "REGISTRY"
 #: BatchGetItem takes at most 100 keys a request.
 _BATCH = 100
 
@@ -47,7 +47,7 @@ def account_window_key(uid: int) -> str:
 
 
 def _registry_key(label: str) -> dict[str, Any]:
-    return {"pk": {"S": REGISTRY_KEY}, "sk": {"S": f"ACCOUNT#{label}"}}
+    return {"pk": {"S": REGISTRY_KEY}, "sk": {"S": account_key(label)}}
 
 
 class IdentityRegistry:
@@ -70,7 +70,7 @@ class IdentityRegistry:
                     for item in response.get("Responses", {}).get(self._table, []):
                         window_key = item.get("windowKey", {}).get("S")
                         if window_key:
-                            found[item["sk"]["S"].removeprefix("ACCOUNT#")] = window_key
+                            found[account_of(item["sk"]["S"])] = window_key
                     request = response.get("UnprocessedKeys") or {}
         except (ClientError, BotoCoreError) as error:
             raise WindowStoreError(f"could not read the registry in table {self._table!r}: {error}") from error

@@ -54,7 +54,7 @@ class IpWeightStore:
                 if remaining_ms() < _MIN_MS_TO_RESERVE:
                     raise DeadlineError("not enough time left to reserve IP weight")
                 current = self._try_write(state, decision.state_after, policy.limit, decision.timestamp_ms)
-                if current is None:
+                if current is None or current == decision.state_after:  # or our own write, its answer lost
                     self._known = decision.state_after
                     return decision, state
                 state = self._known = current
@@ -69,26 +69,14 @@ class IpWeightStore:
                 if after is None:
                     return 0
                 current = self._try_write(state, after, policy.limit, now, ignore_block=True)
-                if current is None:
+                if current is None or current == after:  # or our own write, its answer lost
                     self._known = after
                     return policy.used(after, now) - policy.used(state, now)
                 state = self._known = current
 
     def block(self, until_ms: int, reason: str) -> None:
         """No request from this deployment until `until_ms` (a 429/418). Only ever extended."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=IP_WINDOW_KEY,
-                UpdateExpression="SET blockedUntilMs = :until, blockedReason = :reason",
-                ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs < :until",
-                ExpressionAttributeValues={":until": {"N": str(until_ms)}, ":reason": {"S": reason[:500]}},
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
-        except BotoCoreError as error:
-            raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
+        extend_block(self._client, self._table, IP_WINDOW_KEY, until_ms, reason)
         with self._lock:
             if self._known.blocked_until_ms < until_ms:
                 self._known = replace(self._known, blocked_until_ms=until_ms, blocked_reason=reason)
@@ -110,16 +98,14 @@ class IpWeightStore:
         with self._lock:
             self._known = state
 
-    def update(self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int) -> dict[str, Any]:
-        """The conditional update storing `after` if the item still holds `state` and is not blocked."""
-        return self._update(state, after, limit, now_ms, ignore_block=False)
-
     def _try_write(
         self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool = False
     ) -> IpWeightState | None:
         """Store `after` if the item still holds `state` (and is not blocked); otherwise return what it holds."""
         try:
-            self._client.update_item(TableName=self._table, **self._update(state, after, limit, now_ms, ignore_block))
+            self._client.update_item(
+                TableName=self._table, **conditional_update(state, after, limit, now_ms, ignore_block)
+            )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
@@ -128,30 +114,51 @@ class IpWeightStore:
             raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
         return None
 
-    def _update(
-        self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool
-    ) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            ":next": {"N": str(after.sequence)},
-            ":entries": {"L": [{"L": [{"N": str(expiry)}, {"N": str(weight)}]} for expiry, weight in after.entries]},
-            ":limit": {"N": str(limit)},
-            ":pruned": {"N": str(after.pruned_until_ms)},
-        }
-        condition = "attribute_not_exists(#seq)" if state.sequence == 0 else "#seq = :seq"
-        if state.sequence:
-            values[":seq"] = {"N": str(state.sequence)}
-        if not ignore_block:
-            # A block is written without a sequence number, so it is checked on its own.
-            condition = f"(attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now) AND {condition}"
-            values[":now"] = {"N": str(now_ms)}
-        return {
-            "Key": IP_WINDOW_KEY,
-            "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit, prunedUntilMs = :pruned",
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#seq": "seq"},
-            "ExpressionAttributeValues": values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
+
+def extend_block(client: DynamoDBClient, table: str, key: dict[str, Any], until_ms: int, reason: str) -> None:
+    """Store a 429/418 back-off on a window item, unless a later one is already there: a block only ever grows, so
+    a stale view of it is always safe."""
+    try:
+        client.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET blockedUntilMs = :until, blockedReason = :reason",
+            ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs < :until",
+            ExpressionAttributeValues={":until": {"N": str(until_ms)}, ":reason": {"S": reason[:500]}},
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise WindowStoreError(f"could not store the back-off in table {table!r}: {error}") from error
+    except BotoCoreError as error:
+        raise WindowStoreError(f"could not store the back-off in table {table!r}: {error}") from error
+
+
+def conditional_update(
+    state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool = False
+) -> dict[str, Any]:
+    """The UpdateItem arguments (all but the table) storing `after` if the item still holds `state` and, unless
+    `ignore_block`, is not blocked (store.py puts it in the transaction that also takes an account's slot)."""
+    values: dict[str, Any] = {
+        ":next": {"N": str(after.sequence)},
+        ":entries": {"L": [{"L": [{"N": str(expiry)}, {"N": str(weight)}]} for expiry, weight in after.entries]},
+        ":limit": {"N": str(limit)},
+        ":pruned": {"N": str(after.pruned_until_ms)},
+    }
+    condition = "attribute_not_exists(#seq)" if state.sequence == 0 else "#seq = :seq"
+    if state.sequence:
+        values[":seq"] = {"N": str(state.sequence)}
+    if not ignore_block:
+        # A block is written without a sequence number, so it is checked on its own.
+        condition = f"(attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now) AND {condition}"
+        values[":now"] = {"N": str(now_ms)}
+    return {
+        "Key": IP_WINDOW_KEY,
+        "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit, prunedUntilMs = :pruned",
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": {"#seq": "seq"},
+        "ExpressionAttributeValues": values,
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
 
 
 def state_from_item(item: dict[str, Any] | None) -> IpWeightState:

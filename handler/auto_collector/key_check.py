@@ -33,12 +33,13 @@ from .attempts import KEY_REFUSED_CODES, Tried, after_attempt, exchange_error
 from .config import Settings
 from .credentials import ApiCredentials
 from .errors import ExchangeRejectedError, KeyPolicyError
-from .exchange import AttemptResult, BinanceClient, FuturesBalance
+from .exchange import AttemptResult, FuturesBalance
 from .identity import IdentityBook, account_window_key
 from .ip_window import API_RESTRICTIONS_WEIGHT, BALANCE_WEIGHT, WeightGrant
 from .key_policy import DAY_MS, EXPIRY_WARNING_DAYS, KeyRestrictions, refusal, warnings
 from .observability import SERVICE
 from .outcome import Outcome, would_move
+from .ports import Exchange
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -85,9 +86,7 @@ class SignedCalls:
 class KeyCheck:
     """One account's key check; keeps the restrictions last read for its secret value while warm."""
 
-    def __init__(
-        self, settings: Settings, exchange: BinanceClient, calls: SignedCalls, identities: IdentityBook
-    ) -> None:
+    def __init__(self, settings: Settings, exchange: Exchange, calls: SignedCalls, identities: IdentityBook) -> None:
         self._settings = settings
         self._exchange = exchange
         self._calls = calls

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -11,7 +10,7 @@ from .errors import CollectorError, ExchangeError
 from .events import Invocation
 from .exchange import AttemptResult, FuturesBalance
 from .key_policy import KeyRestrictions, key_record
-from .store import account_key
+from .times import iso
 
 Status = Literal[
     "collected", "dry_run", "budget_exhausted", "backing_off", "duplicate", "nothing_to_collect", "deferred", "failed"
@@ -26,19 +25,6 @@ class AttemptRecord:
     sequence: int
     timestamp_ms: int
     result: AttemptResult
-
-    def to_item(self) -> dict[str, Any]:
-        return {
-            "reservation": self.sequence,
-            "timestampMs": self.timestamp_ms,
-            "verdict": self.result.verdict,
-            "httpStatus": self.result.http_status,
-            "code": self.result.code,
-            "message": self.result.message,
-            "latencyMs": self.result.latency_ms,
-            "usedWeight1m": self.result.used_weight_1m,
-            "retryAfterSeconds": self.result.retry_after_s,
-        }
 
 
 @dataclass
@@ -102,7 +88,7 @@ class Outcome:
         return self.attempts[-1].result if self.attempts else None
 
     def summary(self) -> dict[str, Any]:
-        """The handler's return value (and the core of the stored record)."""
+        """The handler's return value (and the core of the stored record, records.py)."""
         last = self.last_attempt
         return {
             "status": self.status,
@@ -112,42 +98,19 @@ class Outcome:
             "attempts": len(self.attempts),
             "windowUsed": self.window_used,
             "windowLimit": self.window_limit,
-            "nextSlotAt": _iso(self.next_free_ms) if self.next_free_ms is not None else None,
+            "nextSlotAt": iso(self.next_free_ms) if self.next_free_ms is not None else None,
             # A failed read before any collection attempt (the key check) shows the exchange's answer too.
             "httpStatus": last.http_status if last else getattr(self.error, "http_status", None),
             "exchangeCode": last.code if last else getattr(self.error, "code", None),
             "usedWeight1m": last.used_weight_1m if last else None,
-            "blockedUntil": _iso(self.blocked_until_ms) if self.blocked_until_ms else None,
-            "deferredUntil": _iso(self.deferred_until_ms) if self.deferred_until_ms is not None else None,
+            "blockedUntil": iso(self.blocked_until_ms) if self.blocked_until_ms else None,
+            "deferredUntil": iso(self.deferred_until_ms) if self.deferred_until_ms is not None else None,
             "ipWeightUsed": self.ip_weight_used,
             "keyType": self.key_type,
             "key": key_record(self.key, self._exchange_started_ms, self.key_warnings) if self.key else None,
             "wouldMove": self.would_move,
             "note": self.note,
             "error": _error_summary(self.error),
-        }
-
-    def to_item(self, retention_days: int) -> dict[str, Any]:
-        started = _iso(self.started_ms)
-        return {
-            "pk": account_key(self.account),
-            "sk": f"OUTCOME#{started}#{self.invocation_id}",
-            "expiresAt": self.finished_ms // 1000 + retention_days * 86_400,
-            **self.summary(),
-            "invocationId": self.invocation_id,
-            "windowKey": self.window_key or None,
-            "eventId": self.invocation.event_id_for(self.account),
-            "scheduledTime": self.invocation.scheduled_time,
-            "startedAt": started,
-            "finishedAt": _iso(self.finished_ms),
-            "durationMs": self.finished_ms - self.started_ms,
-            "attemptLog": [attempt.to_item() for attempt in self.attempts],
-            "reservations": sorted([attempt.sequence for attempt in self.attempts] + self.unsent_reservations),
-            "unsentReservations": self.unsent_reservations,
-            "clockOffsetMs": self.clock_offset_ms,
-            "balancesBefore": _balances_item(self.balances_before),
-            "balancesAfter": _balances_item(self.balances_after),
-            "moved": self.moved(),
         }
 
 
@@ -168,18 +131,3 @@ def _error_summary(error: CollectorError | None) -> dict[str, Any] | None:
     if isinstance(error, ExchangeError):
         summary.update(httpStatus=error.http_status, code=error.code)
     return summary
-
-
-def _balances_item(balances: dict[str, FuturesBalance] | None) -> dict[str, dict[str, str]] | None:
-    if balances is None:
-        return None
-    return {
-        asset: {"um": str(balance.um), "cm": str(balance.cm)}
-        for asset, balance in sorted(balances.items())
-        if balance.um or balance.cm
-    }
-
-
-def _iso(epoch_ms: int) -> str:
-    seconds, millis = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"

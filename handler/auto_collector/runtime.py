@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import boto3
 import requests
 from aws_lambda_powertools.utilities.parameters import GetParameterError, SecretsProvider
-from botocore.config import Config
 
 from .admission import IpWeightGate
+from .aws_config import BOUNDED_CLIENT_CONFIG
 from .collection import Collector
 from .config import Settings
 from .credentials import ApiCredentials, parse_secret
@@ -21,18 +21,10 @@ from .exchange import BinanceClient
 from .identity import IdentityBook, IdentityRegistry
 from .ip_store import IpWeightStore
 from .ip_window import IpWeightPolicy
-from .store import WindowStore
+from .store import CollectorTable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
-
-# Bounded, quick AWS calls: throttling and transient errors are retried by botocore's standard mode,
-# and a stuck connection cannot eat the invocation's deadline.
-AWS_CLIENT_CONFIG = Config(
-    retries={"max_attempts": 3, "mode": "standard"},
-    connect_timeout=1,
-    read_timeout=3,
-)
 
 
 @dataclass
@@ -61,7 +53,7 @@ class CredentialsSource:
 @dataclass
 class Runtime:
     settings: Settings
-    store: WindowStore
+    store: CollectorTable
     collectors: dict[str, Collector]  # by account label, in configuration order
     gate: IpWeightGate
     #: Which exchange account's window each label spends; refuses two labels on one account.
@@ -87,9 +79,9 @@ def reset() -> None:
 def _build(settings: Settings) -> Runtime:
     # Both clients from boto3's one default session: a SecretsProvider left to itself would build a second
     # session and load the endpoint rules and service data again (a tenth of a cold start).
-    dynamodb: DynamoDBClient = boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)
-    secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=AWS_CLIENT_CONFIG))
-    store = WindowStore(dynamodb, settings.table_name)
+    dynamodb: DynamoDBClient = boto3.client("dynamodb", config=BOUNDED_CLIENT_CONFIG)
+    secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=BOUNDED_CLIENT_CONFIG))
+    store = CollectorTable(dynamodb, settings.table_name)
     gate = IpWeightGate(
         IpWeightStore(dynamodb, settings.table_name),
         IpWeightPolicy(settings.ip_weight_per_minute, settings.recv_window_ms),

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -29,6 +29,7 @@ from .errors import (
 from .events import Invocation, parse_event
 from .observability import SERVICE
 from .outcome import Outcome
+from .records import outcome_record
 from .runtime import Runtime, runtime_for
 
 logger = Logger(service=SERVICE, child=True)
@@ -97,8 +98,9 @@ def invoke(
     except InvalidEventError as error:
         unknown = Invocation(trigger="unknown")
         outcomes = [_failed_outcome(label, invocation_id, unknown, error) for label in settings.labels]
-        for outcome in outcomes:
-            _store(outcome, settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
+        outcomes = [
+            _store(o, settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms) for o in outcomes
+        ]
         return InvocationResult(outcomes, common_error=error)
     return InvocationResult(_run_accounts(runtime, labels, invocation, invocation_id, remaining_ms))
 
@@ -126,8 +128,7 @@ def _run_accounts(
             outcome = runtime.collectors[label].run(invocation, invocation_id, remaining_ms, turnstile.turn(label))
         except Exception as error:  # noqa: BLE001 - not hidden: recorded, then raised as UnexpectedError
             outcome = _failed_outcome(label, invocation_id, invocation, UnexpectedError(error))
-        _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
-        return outcome
+        return _store(outcome, runtime.settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms)
 
     if len(labels) == 1:
         return [run_and_record(labels[0])]
@@ -164,8 +165,10 @@ def _store(
     retention_days: int,
     put: Callable[[dict[str, object]], None],
     remaining_ms: Callable[[], int] | None = None,
-) -> None:
-    item = outcome.to_item(retention_days)
+) -> Outcome:
+    """Store the outcome's record; returns the outcome to report: `outcome` itself, or, when the write failed, a
+    failed copy of it naming the write's error (unless it already had one)."""
+    item = outcome_record(outcome, retention_days)
     if remaining_ms is not None and remaining_ms() < WORST_OUTCOME_WRITE_MS:
         # Lambda could stop us before a slow write gives up: the log keeps the record whatever happens.
         logger.warning("little time left: outcome record logged before it is written", extra={"outcome": item})
@@ -174,9 +177,8 @@ def _store(
     except WindowStoreError as error:
         # The table is unreachable: the log is the record of last resort.
         logger.error("outcome not stored; full record follows", extra={"outcome": json.loads(json.dumps(item))})
-        if outcome.error is None:
-            outcome.error = error
-        outcome.status = "failed"
+        return replace(outcome, status="failed", error=outcome.error or error)
+    return outcome
 
 
 def _failed_outcome(account: str, invocation_id: str, invocation: Invocation, error: CollectorError) -> Outcome:
@@ -197,7 +199,8 @@ def _store_early_failure(environment: Mapping[str, str], invocation_id: str, err
         return outcome
     import boto3  # only on this rare path
 
-    from .store import WindowStore
+    from .aws_config import BOUNDED_CLIENT_CONFIG
+    from .store import CollectorTable
 
-    _store(outcome, _DEFAULT_RETENTION_DAYS, WindowStore(boto3.client("dynamodb"), table).put_outcome)
-    return outcome
+    client = boto3.client("dynamodb", config=BOUNDED_CLIENT_CONFIG)
+    return _store(outcome, _DEFAULT_RETENTION_DAYS, CollectorTable(client, table).put_outcome)

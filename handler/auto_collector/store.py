@@ -1,12 +1,13 @@
-"""DynamoDB access: the rolling-window item and the outcome records, in one table.
-
-Keys: `pk` = "ACCOUNT#<label>"; the window is `sk` = "WINDOW", each outcome `sk` =
-"OUTCOME#<ISO time>#<invocation id>" and expires by TTL (`expiresAt`, epoch seconds).
+"""DynamoDB access: the collector's table, holding each account's rolling-window item, the outcome records and the
+registry of accounts (layout and value codec: records.py).
 
 A reservation is ONE conditional UpdateItem against the state this process last saw. When another
 writer got there first, the failed call returns the current item (ReturnValuesOnConditionCheckFailure),
 so the retry needs no extra read. Warm invocations usually win on the first call: with the outcome
 write, two DynamoDB requests per invocation.
+
+Powertools is imported only where a warning is logged: the operator's command reads the table through this
+module on machines that need not have it.
 """
 
 from __future__ import annotations
@@ -16,30 +17,34 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
-from .ip_store import IpWeightStore
+from .ip_store import conditional_update as ip_window_update
+from .ip_store import extend_block
 from .ip_store import state_from_item as ip_state_from_item
 from .ip_window import IpWeightPolicy, WeightDecision, WeightGrant
 from .observability import SERVICE
+from .records import (
+    ACCOUNT_PREFIX,
+    OUTCOME_PREFIX,
+    REGISTRY_KEY,
+    WINDOW_SORT_KEY,
+    account_key,
+    account_of,
+    plain_record,
+    to_item,
+)
 from .window import RING_SIZE, Decision, Duplicate, Grant, WindowPolicy, WindowState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-logger = Logger(service=SERVICE, child=True)
+    from .ports import IpWeightLedger
 
-WINDOW_SORT_KEY = "WINDOW"
-REGISTRY_KEY = "REGISTRY"
 _EVENT_PREFIX = "event:"
 #: Give up reserving when fewer than this many ms remain (the outcome must still be written).
 _MIN_MS_TO_RESERVE = 1_500
-
-
-def account_key(account: str) -> str:
-    return f"ACCOUNT#{account}"
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,9 @@ def _slot_attribute(slot: int) -> str:
     return f"e{slot:03d}"
 
 
-class WindowStore:
-    """Reserves window slots and reads window state for any number of accounts in one table."""
+class CollectorTable:
+    """The collector's table: reserves window slots and reads window state for any number of accounts, writes and
+    reads their outcome records, and keeps the registry of accounts."""
 
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
@@ -99,7 +105,9 @@ class WindowStore:
             if remaining_ms() < _MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve a window slot")
             current = self._try_write(account, state, decision, policy.limit, now_ms())
-            if current is None:
+            # A write whose answer was lost after it was applied comes back (botocore retries it) as a conflict
+            # with exactly the state it wrote: it is ours, not another writer's, and must not take a second slot.
+            if current is None or current == decision.state_after:
                 self._known[account] = decision.state_after
                 if state.sequence == 0:
                     self._register(account)
@@ -119,35 +127,32 @@ class WindowStore:
         A block is only ever extended, never shortened, so a stale view of it is always safe.
         """
         for account in accounts:
-            try:
-                self._client.update_item(
-                    TableName=self._table,
-                    Key=self._key(account),
-                    UpdateExpression="SET blockedUntilMs = :until, blockedReason = :reason",
-                    ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs < :until",
-                    ExpressionAttributeValues={":until": {"N": str(until_ms)}, ":reason": {"S": reason[:500]}},
-                )
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                    raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
-            except BotoCoreError as error:
-                raise WindowStoreError(f"could not store the back-off in table {self._table!r}: {error}") from error
+            extend_block(self._client, self._table, self._key(account), until_ms, reason)
             known = self._known.get(account, WindowState())
             if known.blocked_until_ms < until_ms:
                 self._known[account] = replace(known, blocked_until_ms=until_ms, blocked_reason=reason)
 
     def accounts(self) -> list[str]:
         """Every account that ever reserved a slot in this table (for the operator's view)."""
-        items = self._query(REGISTRY_KEY, "ACCOUNT#")
-        return [item["sk"]["S"].removeprefix("ACCOUNT#") for item in items]
+        items = self._query(REGISTRY_KEY, ACCOUNT_PREFIX)
+        return [account_of(item["sk"]["S"]) for item in items]
+
+    def windows(self) -> dict[str, str]:
+        """Every label in the registry with the key of the window it spends: its exchange account's (`windowKey`,
+        see identity.py), or, for an entry from before identities, the label's own window."""
+        windows: dict[str, str] = {}
+        for item in self._query(REGISTRY_KEY, ACCOUNT_PREFIX):
+            label = account_of(item["sk"]["S"])
+            windows[label] = item.get("windowKey", {}).get("S") or label
+        return windows
 
     def outcomes(self, account: str, since_iso: str = "", limit: int | None = None) -> list[dict[str, Any]]:
         """Outcome records of an account started at or after `since_iso` (ISO UTC, "" for all), newest first,
         as plain Python values."""
         items = self._query(
-            account_key(account), "OUTCOME#", newest_first=True, limit=limit, sk_from=f"OUTCOME#{since_iso}"
+            account_key(account), OUTCOME_PREFIX, newest_first=True, limit=limit, sk_from=OUTCOME_PREFIX + since_iso
         )
-        return [{k: from_attribute(v) for k, v in item.items()} for item in items]
+        return [plain_record(item) for item in items]
 
     def read_many(self, accounts: list[str]) -> dict[str, WindowState]:
         """The stored window state of each account, in as few requests as DynamoDB allows (100 keys each)."""
@@ -184,11 +189,12 @@ class WindowStore:
         item = response.get("Item") or {}
         state = _state_from_item(item)
         self._known[account] = state
-        return state, {k: from_attribute(v) for k, v in item.items()}
+        return state, plain_record(item)
 
-    def put_outcome(self, item: Mapping[str, Any]) -> None:
+    def put_outcome(self, record: Mapping[str, Any]) -> None:
+        """Store an outcome record (records.outcome_record)."""
         try:
-            self._client.put_item(TableName=self._table, Item=_to_attribute_map(item))
+            self._client.put_item(TableName=self._table, Item=to_item(record))
         except (ClientError, BotoCoreError) as error:
             raise WindowStoreError(f"could not write the outcome to table {self._table!r}: {error}") from error
 
@@ -200,7 +206,7 @@ class WindowStore:
         remaining_ms: Callable[[], int],
         event_id: str | None,
         invocation_id: str,
-        ip: IpWeightStore,
+        ip: IpWeightLedger,
         ip_policy: IpWeightPolicy,
         weight: int,
     ) -> JointReservation:
@@ -228,7 +234,7 @@ class WindowStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        **ip.update(ip_state, weight_decision.state_after, ip_policy.limit, now),
+                        **ip_window_update(ip_state, weight_decision.state_after, ip_policy.limit, now),
                     }
                 },
             ]
@@ -245,14 +251,21 @@ class WindowStore:
                     raise WindowStoreError(
                         f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"
                     ) from error
-                if codes[:1] == ["ConditionalCheckFailed"]:
-                    current = _state_from_item(reasons[0].get("Item"))
-                    if current.sequence < state.sequence:
-                        self._known.pop(account, None)  # the item was reset: start again from what is stored
-                    state = current
-                if codes[1:2] == ["ConditionalCheckFailed"]:
-                    ip.remember(ip_state_from_item(reasons[1].get("Item")))
-                continue  # decide again on what is stored (or, after a TransactionConflict, simply again)
+                # Our own transaction, applied before its answer was lost and retried by botocore, comes back as
+                # a conflict with exactly the items it wrote: it is ours, and must not take a second slot.
+                own = codes == ["ConditionalCheckFailed"] * 2 and (
+                    _state_from_item(reasons[0].get("Item")) == decision.state_after
+                    and ip_state_from_item(reasons[1].get("Item")) == weight_decision.state_after
+                )
+                if not own:
+                    if codes[:1] == ["ConditionalCheckFailed"]:
+                        current = _state_from_item(reasons[0].get("Item"))
+                        if current.sequence < state.sequence:
+                            self._known.pop(account, None)  # the item was reset: start again from what is stored
+                        state = current
+                    if codes[1:2] == ["ConditionalCheckFailed"]:
+                        ip.remember(ip_state_from_item(reasons[1].get("Item")))
+                    continue  # decide again on what is stored (or, after a TransactionConflict, simply again)
             except BotoCoreError as error:
                 raise WindowStoreError(
                     f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"
@@ -336,7 +349,11 @@ class WindowStore:
             )
         except (ClientError, BotoCoreError) as error:
             # Only the operator's listing misses the account; the window itself is already safe.
-            logger.warning("account not added to the registry", extra={"account": account, "error": str(error)})
+            from aws_lambda_powertools import Logger
+
+            Logger(service=SERVICE, child=True).warning(
+                "account not added to the registry", extra={"account": account, "error": str(error)}
+            )
 
     def _query(
         self, pk: str, sk_prefix: str, newest_first: bool = False, limit: int | None = None, sk_from: str = ""
@@ -394,38 +411,3 @@ def _state_from_item(item: Mapping[str, Any] | None) -> WindowState:
         blocked_reason=item.get("blockedReason", {"S": ""})["S"],
         events=events,
     )
-
-
-def _to_attribute(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": str(value)}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, Mapping):
-        return {"M": _to_attribute_map(value)}
-    if isinstance(value, list | tuple):
-        return {"L": [_to_attribute(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__} in DynamoDB")
-
-
-def _to_attribute_map(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: _to_attribute(value) for key, value in item.items()}
-
-
-def from_attribute(value: Mapping[str, Any]) -> Any:
-    """Plain Python value of a DynamoDB attribute (used by readers of outcome records)."""
-    ((kind, raw),) = value.items()
-    if kind == "N":
-        number = float(raw)
-        return int(number) if number.is_integer() and "." not in raw else number
-    if kind == "M":
-        return {k: from_attribute(v) for k, v in raw.items()}
-    if kind == "L":
-        return [from_attribute(v) for v in raw]
-    if kind == "NULL":
-        return None
-    return raw

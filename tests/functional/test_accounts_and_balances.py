@@ -34,9 +34,9 @@ def add_accounts(deployment: Deployment, labels: list[str], broken: str | None =
 
 
 def outcomes_of(deployment: Deployment, label: str) -> list[dict[str, Any]]:
-    from auto_collector.store import WindowStore
+    from auto_collector.store import CollectorTable
 
-    return WindowStore(deployment.dynamodb, deployment.table).outcomes(label)
+    return CollectorTable(deployment.dynamodb, deployment.table).outcomes(label)
 
 
 def test_accounts_are_collected_independently_and_a_failure_is_raised_after_all(deployment: Deployment) -> None:

@@ -30,8 +30,7 @@ import pytest
 
 from auto_collector.errors import ExchangeRateLimitedError, ExchangeRejectedError
 from auto_collector.operator_view import main
-from auto_collector.operator_view.table import TableReader
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from localdev.exchange_emulator import AUTO_COLLECTION_PATH, Fault
 from tests.support.deployment import Deployment
 from tests.support.events import scheduled_event
@@ -244,8 +243,8 @@ def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.Captu
 
 
 def test_the_view_reads_what_the_store_writes(stack: Stack) -> None:
-    """The view's reader (table.py, which must not import Powertools) and the function's store read the same
-    items the same way: windows with reservations, a back-off and event ids, outcomes, the registry."""
+    """The view reads the table through the function's own store (store.py, whose Powertools import is lazy): windows
+    with reservations, a back-off and event ids, outcomes with their numbers as ints, the registry."""
     deployment = stack.deployment
     deployment.invoke(scheduled_event("f4e1c2d3-0000-4c55-8e0b-5a2f1d3c4b6e"))
     deployment.invoke({})
@@ -253,20 +252,18 @@ def test_the_view_reads_what_the_store_writes(stack: Stack) -> None:
     with pytest.raises(ExchangeRateLimitedError):
         deployment.invoke({})
     deployment.invoke({"dryRun": True})
-    store, reader = (
-        WindowStore(deployment.dynamodb, deployment.table),
-        TableReader(deployment.dynamodb, deployment.table),
-    )
-    assert reader.accounts() == store.accounts() == ["default"]
-    assert reader.windows() == {"default": deployment.window_key}  # the account's window (identity.py)
-    state, item = reader.read_item(deployment.window_key)
-    assert (state, item) == store.read_item(deployment.window_key)
+    store = CollectorTable(deployment.dynamodb, deployment.table)
+    assert store.accounts() == ["default"]
+    assert store.windows() == {"default": deployment.window_key}  # the account's window (identity.py)
+    state, item = store.read_item(deployment.window_key)
     assert state.sequence == 3 and state.blocked_until_ms > 0 and state.events
-    assert reader.outcomes("default") == store.outcomes("default")
-    assert len(reader.outcomes("default")) == 4
-    assert reader.outcomes("default", limit=2) == store.outcomes("default", limit=2)
-    since = reader.outcomes("default")[1]["startedAt"]
-    assert reader.outcomes("default", since_iso=since) == store.outcomes("default", since_iso=since)
+    assert item["seq"] == 3 and item["blockedUntilMs"] == state.blocked_until_ms
+    outcomes = store.outcomes("default")
+    assert [o["status"] for o in outcomes] == ["backing_off", "failed", "collected", "collected"]
+    assert outcomes == deployment.outcomes()[::-1]
+    assert all(type(o["durationMs"]) is int and type(o["expiresAt"]) is int for o in outcomes)
+    assert store.outcomes("default", limit=2) == outcomes[:2]
+    assert store.outcomes("default", since_iso=outcomes[1]["startedAt"]) == outcomes[:2]
 
 
 def test_the_command_imports_nothing_but_boto3() -> None:

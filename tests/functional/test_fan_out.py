@@ -15,8 +15,9 @@ import pytest
 from auto_collector.dispatcher import dispatch
 from auto_collector.errors import ConfigurationError, InvalidEventError
 from tests.functional.test_accounts_and_balances import add_accounts
-from tests.functional.test_ip_weight import LABELS, scheduled_event
+from tests.functional.test_ip_weight import LABELS
 from tests.support.deployment import Deployment
+from tests.support.events import scheduled_event
 
 COLLECT = "/sapi/v1/portfolio/auto-collection"
 

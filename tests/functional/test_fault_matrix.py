@@ -37,7 +37,7 @@ from auto_collector.errors import (
 )
 from auto_collector.handler import lambda_handler
 from auto_collector.handler import logger as service_logger
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from auto_collector.window import Grant, WindowPolicy
 from localdev.exchange_emulator import AUTO_COLLECTION_PATH, ApiCredential, ExchangeEmulator, Fault
 from localdev.keys import new_ed25519_pem
@@ -613,7 +613,7 @@ def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(r
     process.join(timeout=10)
 
     assert rig.deployment.outcomes() == []  # it never got to write one
-    store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
+    store = CollectorTable(rig.deployment.dynamodb, rig.deployment.table)
     assert store.read(rig.deployment.window_key).sequence == 1  # but its reservation was stored before it sent
     second = rig.run({})
     assert (second["status"], second["windowUsed"]) == ("collected", 2)
@@ -625,7 +625,7 @@ def test_a_process_killed_while_waiting_for_the_exchange_leaves_its_slot_spent(r
 
 def test_a_reservation_whose_request_was_never_sent_still_counts(rig: Rig) -> None:
     rig.deployment.set_env(MAX_CALLS_PER_HOUR="1")
-    store = WindowStore(rig.deployment.dynamodb, rig.deployment.table)
+    store = CollectorTable(rig.deployment.dynamodb, rig.deployment.table)
     decision, _ = store.reserve(
         rig.deployment.window_key, WindowPolicy(1, 5_000), now_ms, lambda: 60_000
     )  # then "crashed"
@@ -680,6 +680,23 @@ def test_dynamodb_throttling_is_retried_and_the_invocation_still_collects(
     assert sum(throttling_dynamodb.failed.values()) == 2
     assert len(rig.collections()) == 1
     assert rig.record()["reservations"] == [0]
+
+
+def test_a_reservation_whose_answer_was_lost_after_it_was_applied_takes_one_slot(
+    rig: Rig, throttling_dynamodb: FaultProxy
+) -> None:
+    rig.run({})  # a warm container: its view of both windows is current
+    throttling_dynamodb.lose_answer_next(1, "DynamoDB_20120810.TransactWriteItems")
+
+    result = rig.run({})
+
+    # botocore retried the transaction; it came back as a conflict with exactly what it had written: recognised as
+    # its own, one slot and one request, not a second reservation (nor a false crash trace in the operator view).
+    assert result["status"] == "collected"
+    assert sum(throttling_dynamodb.failed.values()) == 1
+    assert len(rig.collections()) == 2
+    assert rig.record()["reservations"] == [1]
+    assert result["windowUsed"] == 2
 
 
 def test_dynamodb_throttling_that_outlasts_the_retries_sends_nothing(rig: Rig, throttling_dynamodb: FaultProxy) -> None:

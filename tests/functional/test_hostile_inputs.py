@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from auto_collector.errors import MAX_MESSAGE_CHARS, InvalidEventError, SecretError
-from auto_collector.store import WindowStore, event_key
+from auto_collector.store import CollectorTable, event_key
 from auto_collector.window import Duplicate, Grant, WindowPolicy
 from tests.support.deployment import Deployment
 from tests.support.dynamodb_local import DynamoDBLocal
@@ -89,7 +89,7 @@ def test_whatever_event_id_reaches_the_store_the_window_item_stays_small(dynamod
     client, table = dynamodb_local.client(), f"window-{uuid.uuid4().hex[:8]}"
     create_table(client, table)
     store, policy, clock = (
-        WindowStore(client, table),
+        CollectorTable(client, table),
         WindowPolicy(limit=500, recv_window_ms=5_000),
         [1_800_000_000_000],
     )
@@ -102,7 +102,7 @@ def test_whatever_event_id_reaches_the_store_the_window_item_stays_small(dynamod
     assert sorted(name for name in item if name.startswith("event:")) == sorted(f"event:{event_key(i)}" for i in ids)
     assert len(json.dumps(item)) < 2_000
     # a fresh container recognises the redelivery and names it by the id it was given
-    again, _ = WindowStore(client, table).reserve("acct", policy, lambda: clock[0], lambda: 60_000, ids[0], "other")
+    again, _ = CollectorTable(client, table).reserve("acct", policy, lambda: clock[0], lambda: 60_000, ids[0], "other")
     assert isinstance(again, Duplicate) and again.event_id == ids[0] and again.original_invocation_id == "invocation-1"
 
 

@@ -25,7 +25,7 @@ from auto_collector.errors import (
 )
 from auto_collector.operator_view.cli import status
 from auto_collector.service import fairness_order
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from localdev.exchange_emulator import (
     API_RESTRICTIONS_PATH,
     AUTO_COLLECTION_PATH,
@@ -59,7 +59,7 @@ def configure(deployment: Deployment, secrets: dict[str, str]) -> None:
 
 def outcomes_of(deployment: Deployment, label: str) -> list[dict[str, Any]]:
     """Oldest first."""
-    return list(reversed(WindowStore(deployment.dynamodb, deployment.table).outcomes(label)))
+    return list(reversed(CollectorTable(deployment.dynamodb, deployment.table).outcomes(label)))
 
 
 def account_reads(deployment: Deployment) -> int:

@@ -7,8 +7,6 @@ emulator, moto and the function all see the same clock jump.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,36 +15,10 @@ import pytest
 from auto_collector.ip_store import IP_WINDOW_KEY
 from tests.functional.test_accounts_and_balances import add_accounts, outcomes_of
 from tests.support.deployment import Deployment
+from tests.support.events import scheduled_event
 
 COLLECT = "/sapi/v1/portfolio/auto-collection"
 LABELS = [f"fund-{index:02d}" for index in range(12)]
-
-
-@pytest.fixture
-def travel(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Move every clock of this process forward by `seconds`."""
-    offset_ns = [0]
-    real_time_ns = time.time_ns
-    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + offset_ns[0])
-
-    def forward(seconds: int) -> None:
-        offset_ns[0] += seconds * 1_000_000_000
-
-    return forward
-
-
-def scheduled_event() -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-12-01T00:00:00Z",
-        "region": "eu-west-1",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/collector"],
-        "detail": {},
-    }
 
 
 def statuses(result: dict[str, Any]) -> dict[str, str]:
@@ -82,7 +54,7 @@ def test_twelve_accounts_on_a_two_minute_schedule_are_all_collected_within_three
         if tick == 1:
             # Least recently attempted first: every account deferred on the first tick is collected on the second.
             assert all(by_account[label] == "collected" for label in deferred)
-        travel(120)
+        travel(120_000)
 
     assert sorted(collected_at) == LABELS  # every account collected within three ticks
     assert_exchange_never_refused(deployment)

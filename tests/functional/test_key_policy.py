@@ -79,19 +79,6 @@ def emf_documents(text: str) -> list[dict[str, Any]]:
     return documents
 
 
-@pytest.fixture
-def travel(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Move every clock of this process (function, moto, emulator) forward by `milliseconds`."""
-    offset_ns = [0]
-    real_time_ns = time.time_ns
-    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + offset_ns[0])
-
-    def forward(milliseconds: int) -> None:
-        offset_ns[0] += milliseconds * 1_000_000
-
-    return forward
-
-
 # --- the dry run at the exchange ---------------------------------------------------------------------------
 
 

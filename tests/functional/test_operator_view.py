@@ -16,7 +16,7 @@ import pytest
 from auto_collector.errors import ConfigurationError, ExchangeRateLimitedError, ExchangeRejectedError
 from auto_collector.operator_view import main
 from auto_collector.operator_view.render import relative
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from auto_collector.times import iso, parse_iso_ms
 from auto_collector.window import WindowPolicy
 from localdev.exchange_emulator import AUTO_COLLECTION_PATH, Fault
@@ -185,14 +185,14 @@ def test_a_quiet_account_exits_zero(deployment: Deployment, capsys: pytest.Captu
 def test_a_reservation_without_an_outcome_is_a_crash_trace(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = WindowStore(deployment.dynamodb, deployment.table)
+    store = CollectorTable(deployment.dynamodb, deployment.table)
     policy = WindowPolicy(500, 5_000)
     twenty_minutes_ago = now_ms() - 20 * 60_000
     # A process that reserved a slot 20 minutes ago and died before recording its outcome...
     store.reserve(deployment.window_key, policy, lambda: twenty_minutes_ago, lambda: 60_000)
     # ...then a normal invocation, and one that reserved just now (possibly still running).
     invoke(deployment, {})
-    WindowStore(deployment.dynamodb, deployment.table).reserve(deployment.window_key, policy, now_ms, lambda: 60_000)
+    CollectorTable(deployment.dynamodb, deployment.table).reserve(deployment.window_key, policy, now_ms, lambda: 60_000)
 
     code, report = status_json(capsys)
     assert code == 1
@@ -209,7 +209,7 @@ def test_a_reservation_without_an_outcome_is_a_crash_trace(
 
 
 def test_a_running_invocation_alone_does_not_alert(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
-    store = WindowStore(deployment.dynamodb, deployment.table)
+    store = CollectorTable(deployment.dynamodb, deployment.table)
     store.reserve("default", WindowPolicy(5, 5_000), now_ms, lambda: 60_000)
     code, report = status_json(capsys)
     assert code == 0
@@ -268,7 +268,7 @@ def test_several_accounts_are_listed_from_the_registry(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy = WindowPolicy(500, 5_000)
-    store = WindowStore(deployment.dynamodb, deployment.table)
+    store = CollectorTable(deployment.dynamodb, deployment.table)
     for label in ("fund-b", "fund-a"):
         store.reserve(label, policy, now_ms, lambda: 60_000)
     started = iso(now_ms())
@@ -301,7 +301,7 @@ def test_several_accounts_are_listed_from_the_registry(
 def test_failures_older_than_a_day_no_longer_alert(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
     invoke(deployment, {})
     two_days_ago = iso(now_ms() - 2 * 86_400_000)
-    WindowStore(deployment.dynamodb, deployment.table).put_outcome(
+    CollectorTable(deployment.dynamodb, deployment.table).put_outcome(
         {
             "pk": "ACCOUNT#default",
             "sk": f"OUTCOME#{two_days_ago}#old",

@@ -24,7 +24,7 @@ from auto_collector.ip_window import (
     IpWeightPolicy,
     WeightGrant,
 )
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from auto_collector.window import BackingOff
 from localdev.exchange_emulator import ApiCredential, RecordedRequest
 from localdev.keys import new_ed25519_pem as ed25519_pem
@@ -137,7 +137,7 @@ def test_many_accounts_in_parallel_processes_never_exceed_the_ip_weight(
     reserved = policy.used(IpWeightStore(local_deployment.dynamodb, local_deployment.table).read(), now_ms())
     assert reserved + COLLECTION_WEIGHT > EXCHANGE_IP_WEIGHT_PER_MINUTE, reserved
 
-    store = WindowStore(local_deployment.dynamodb, local_deployment.table)
+    store = CollectorTable(local_deployment.dynamodb, local_deployment.table)
     recorded: Counter[str] = Counter()
     for process_labels in labels:
         for label in process_labels:

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from auto_collector.window import FUTURE_TOLERANCE_MS, HOUR_MS, Decision, Grant, Refusal, WindowPolicy
 from tests.support.deployment import Deployment
 from tests.support.dynamodb_local import DynamoDBLocal
@@ -72,7 +72,7 @@ def test_threads_racing_on_separate_stores_get_exactly_the_budget(
     lock = threading.Lock()
 
     def race() -> None:
-        store = WindowStore(dynamodb_local.client(), local_table)  # each racer is its own "container"
+        store = CollectorTable(dynamodb_local.client(), local_table)  # each racer is its own "container"
         barrier.wait()
         decision, _ = store.reserve("acct", policy, lambda: 1_000_000, lambda: 60_000)
         if isinstance(decision, Grant):
@@ -90,10 +90,10 @@ def test_threads_racing_on_separate_stores_get_exactly_the_budget(
 def test_slots_free_exactly_when_they_expire(dynamodb_local: DynamoDBLocal, local_table: str) -> None:
     clock = {"now": 1_800_000_000_000}
     policy = WindowPolicy(limit=3, recv_window_ms=RECV)
-    store = WindowStore(dynamodb_local.client(), local_table)
-    other = WindowStore(dynamodb_local.client(), local_table)  # a second container with a stale view
+    store = CollectorTable(dynamodb_local.client(), local_table)
+    other = CollectorTable(dynamodb_local.client(), local_table)  # a second container with a stale view
 
-    def reserve(which: WindowStore = store) -> Decision:
+    def reserve(which: CollectorTable = store) -> Decision:
         return which.reserve("acct", policy, lambda: clock["now"], lambda: 60_000)[0]
 
     t0 = clock["now"]

@@ -15,7 +15,7 @@ Asserted:
   one the current state would make too.
 
 The first test drives the pure policy (`WindowPolicy.decide`) through a model of the store; the second
-drives the real `WindowStore` against DynamoDB Local (atomic conditional writes).
+drives the real `CollectorTable` against DynamoDB Local (atomic conditional writes).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
-from auto_collector.store import WindowStore
+from auto_collector.store import CollectorTable
 from auto_collector.window import (
     FUTURE_TOLERANCE_MS,
     HOUR_MS,
@@ -222,7 +222,7 @@ def test_the_model_would_catch_a_window_that_forgets_the_recv_window() -> None:
     assert most_in_any_hour(arrivals) == limit + 1
 
 
-# --- 1b: the real WindowStore on DynamoDB Local ---------------------------------------------------------
+# --- 1b: the real CollectorTable on DynamoDB Local ---------------------------------------------------------
 
 
 def clock_of(clocks: list[int], writer: int) -> Callable[[], int]:
@@ -249,7 +249,7 @@ def test_stores_with_stale_caches_on_dynamodb_local_keep_the_same_invariant(
     limit, recv_windows, skews, plan = scenario
     account = f"acct-{uuid.uuid4().hex[:12]}"  # a fresh window per example
     clocks = [EPOCH_MS + skew for skew in skews]
-    stores = [WindowStore(client, table) for _ in clocks]  # each its own container with its own cache
+    stores = [CollectorTable(client, table) for _ in clocks]  # each its own container with its own cache
     policies = [WindowPolicy(limit, recv_window_ms=recv) for recv in recv_windows]
     sent: list[Sent] = []
 

@@ -183,7 +183,7 @@ def test_soak(
     invocations = soak_invocations()
     if invocations is None:
         pytest.skip("set SOAK_INVOCATIONS (CI runs a short soak)")
-    from auto_collector.store import WindowStore
+    from auto_collector.store import CollectorTable
     from localdev.exchange_emulator import ExchangeEmulator
     from tests.support.deployment import deploy
 
@@ -243,8 +243,8 @@ def test_soak(
 
         statuses = sum((Counter(s) for s, _ in outcomes), Counter())
         unexpected = [error for _, errors in outcomes for error in errors]
-        records = WindowStore(deployment.dynamodb, deployment.table).outcomes("default")
-        stored = WindowStore(deployment.dynamodb, deployment.table).read("default")
+        records = CollectorTable(deployment.dynamodb, deployment.table).outcomes("default")
+        stored = CollectorTable(deployment.dynamodb, deployment.table).read("default")
         sent = exchange.requests(AUTO_COLLECTION_PATH)
         most = exchange.max_counted_in_any_window()
         summary = (

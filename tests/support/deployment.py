@@ -58,7 +58,7 @@ class Deployment:
         cold_start()
 
     def outcomes(self) -> list[dict[str, Any]]:
-        from auto_collector.store import from_attribute
+        from auto_collector.records import plain_record
 
         response = self.dynamodb.query(
             TableName=self.table,
@@ -66,7 +66,7 @@ class Deployment:
             ExpressionAttributeValues={":pk": {"S": "ACCOUNT#default"}, ":outcome": {"S": "OUTCOME#"}},
             ConsistentRead=True,
         )
-        return [{k: from_attribute(v) for k, v in item.items()} for item in response["Items"]]
+        return [plain_record(item) for item in response["Items"]]
 
 
 def deploy(

@@ -64,6 +64,7 @@ class FaultProxy:
         self._failures: list[_Failure] = []
         self._truncations: Counter[str] = Counter()  # path -> answers still to cut off
         self._delays: list[_Delay] = []
+        self._lost_answers: list[_Delay] = []
         #: X-Amz-Target (or "" for other requests) -> number of requests seen.
         self.calls: Counter[str] = Counter()
         #: X-Amz-Target (or path) -> number of requests answered with an injected failure or cut off.
@@ -86,6 +87,12 @@ class FaultProxy:
         """Forward the next `count` requests to `path`, but deliver only half of each answer's body."""
         with self._lock:
             self._truncations[path] += count
+
+    def lose_answer_next(self, count: int, target_prefix: str) -> None:
+        """Forward the next `count` requests matching `target_prefix`, then answer 500 instead of DynamoDB's answer:
+        the write was applied, the caller cannot know it (and botocore retries it)."""
+        with self._lock:
+            self._lost_answers.append(_Delay(target_prefix, b"", count, 0.0))
 
     def delay_next(self, count: int, target_prefix: str, seconds: float, body_contains: bytes = b"") -> None:
         """Forward the next `count` requests matching `target_prefix` and `body_contains` only after `seconds`."""
@@ -124,6 +131,15 @@ class FaultProxy:
                     delay.remaining -= 1
                     return delay.seconds
             return 0.0
+
+    def _answer_lost(self, target: str) -> bool:
+        with self._lock:
+            for lost in self._lost_answers:
+                if lost.remaining > 0 and target.startswith(lost.target_prefix):
+                    lost.remaining -= 1
+                    self.failed[target] += 1
+                    return True
+            return False
 
     def _cut_off(self, path: str) -> bool:
         with self._lock:
@@ -173,6 +189,10 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             time.sleep(proxy._delay(target, body))
             headers = {name: value for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED}
             status, response_headers, response_body = proxy._forward(method, self.path, headers, body)
+            if proxy._answer_lost(target):
+                lost = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "answer lost"}
+                self._answer(500, [("Content-Type", "application/x-amz-json-1.0")], json.dumps(lost).encode())
+                return
             kept = [(name, value) for name, value in response_headers if name.lower() not in _NOT_FORWARDED]
             self._answer(status, kept, response_body, cut_off=proxy._cut_off(urlsplit(self.path).path))
 

@@ -10,23 +10,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 import pytest
 
 from auto_collector.admission import Deferred, IpWeightGate, Turnstile
-from auto_collector.errors import DeadlineError, WindowStoreError
-from auto_collector.ip_store import IpWeightStore
 from auto_collector.ip_window import (
     BALANCE_WEIGHT,
     COLLECTION_WEIGHT,
     MINUTE_MS,
     IpWeightPolicy,
-    IpWeightState,
-    WeightDecision,
     WeightGrant,
 )
 from auto_collector.window import FUTURE_TOLERANCE_MS, BackingOff
+from tests.support.fakes import InMemoryIpWeightLedger
 
 #: A request is signed at the instant its IP weight is reserved (store.py reserves it with the account slot in
 #: one transaction; a balance read is signed with its reservation's timestamp): no slack between the two.
@@ -186,64 +182,14 @@ class Clock:
             self.while_asleep(self.now)
 
 
-@dataclass
-class InMemoryIpWeightStore:
-    """IpWeightStore's methods the gate uses, on one in-memory item (every writer sees the current state)."""
-
-    policy: IpWeightPolicy
-    state: IpWeightState = field(default_factory=IpWeightState)
-    reserved_at: list[int] = field(default_factory=list)
-    observed: list[int] = field(default_factory=list)
-    blocks: list[tuple[int, str]] = field(default_factory=list)
-    fail_observe: bool = False
-
-    @property
-    def known(self) -> IpWeightState:
-        return self.state
-
-    def reserve(
-        self, policy: IpWeightPolicy, weight: int, now_ms: Callable[[], int], remaining_ms: Callable[[], int]
-    ) -> tuple[WeightDecision, IpWeightState]:
-        seen = self.state
-        decision = policy.decide(seen, now_ms(), weight)
-        if isinstance(decision, WeightGrant):
-            if remaining_ms() < 1_500:
-                raise DeadlineError("not enough time left to reserve IP weight")
-            self.state = decision.state_after
-            self.reserved_at.append(decision.timestamp_ms)
-        return decision, seen
-
-    def observe(self, policy: IpWeightPolicy, reported_used: int, now_ms: Callable[[], int]) -> int:
-        if self.fail_observe:
-            raise WindowStoreError("could not reserve IP weight in table 't': unreachable")
-        self.observed.append(reported_used)
-        now = now_ms()
-        after = policy.observe(self.state, now, reported_used)
-        if after is None:
-            return 0
-        added = policy.used(after, now) - policy.used(self.state, now)
-        self.state = after
-        return added
-
-    def block(self, until_ms: int, reason: str) -> None:
-        self.blocks.append((until_ms, reason))
-        self.state = IpWeightState(self.state.sequence, self.state.entries, until_ms, reason)
-
-    def take(self, now: int, weight: int) -> None:
-        """Another writer reserves `weight` at `now`."""
-        decision = self.policy.decide(self.state, now, weight)
-        assert isinstance(decision, WeightGrant)
-        self.state = decision.state_after
-
-
-def gate_on(limit: int = 3_000, max_wait_ms: int = 10_000) -> tuple[IpWeightGate, InMemoryIpWeightStore, Clock]:
+def gate_on(limit: int = 3_000, max_wait_ms: int = 10_000) -> tuple[IpWeightGate, InMemoryIpWeightLedger, Clock]:
     policy = IpWeightPolicy(limit, recv_window_ms=RECV)
-    store = InMemoryIpWeightStore(policy)
+    store = InMemoryIpWeightLedger(policy)
     clock = Clock()
-    return IpWeightGate(cast(IpWeightStore, store), policy, max_wait_ms, sleep=clock.sleep), store, clock
+    return IpWeightGate(store, policy, max_wait_ms, sleep=clock.sleep), store, clock
 
 
-def fill_until(store: InMemoryIpWeightStore, clock: Clock, frees_in_ms: int) -> None:
+def fill_until(store: InMemoryIpWeightLedger, clock: Clock, frees_in_ms: int) -> None:
     """Fill the window so that one collection's weight frees `frees_in_ms` from now."""
     store.take(clock.now + frees_in_ms - OCCUPANCY, COLLECTION_WEIGHT)
     store.take(clock.now, COLLECTION_WEIGHT)

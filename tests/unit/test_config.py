@@ -31,7 +31,7 @@ def test_every_setting_is_read() -> None:
     )
     assert settings.base_url == "http://127.0.0.1:8080"
     assert (settings.max_calls_per_hour, settings.recv_window_ms, settings.labels) == (12, 60000, ["fund-a.sub_1"])
-    assert (settings.outcome_retention_days, settings.max_attempts, settings.http_timeout_s) == (7, 5, 4.0)
+    assert (settings.outcome_retention_days, settings.max_attempts, settings.http_timeout_s) == (7, 5, 4)
     assert settings.secret_max_age_s == 0
 
 
@@ -43,6 +43,7 @@ def test_every_setting_is_read() -> None:
         ({"TABLE_NAME": "  "}, "TABLE_NAME is required but not set"),
         ({"MAX_CALLS_PER_HOUR": "0"}, "MAX_CALLS_PER_HOUR must be between 1 and 500, got 0"),
         ({"MAX_CALLS_PER_HOUR": "501"}, "MAX_CALLS_PER_HOUR must be between 1 and 500, got 501"),
+        ({"HTTP_TIMEOUT_SECONDS": "2.5"}, "HTTP_TIMEOUT_SECONDS must be a whole number, got '2.5'"),
         ({"MAX_CALLS_PER_HOUR": "ten"}, "MAX_CALLS_PER_HOUR must be a whole number, got 'ten'"),
         ({"RECV_WINDOW_MS": "60001"}, "RECV_WINDOW_MS must be between 1 and 60000"),
         ({"BINANCE_BASE_URL": "http://api.binance.com"}, "plain http only for a loopback host"),

@@ -11,10 +11,10 @@ REPO = Path(__file__).resolve().parents[2]
 PROGRAM = """
 import json
 from auto_collector import handler  # configures the parent logger
-from auto_collector import collection, service, store
+from auto_collector import admission, collection, service
 collection.logger.info("from collection")
 service.logger.info("from service")
-store.logger.warning("from store")
+admission.logger.warning("from admission")
 """
 
 
@@ -24,5 +24,5 @@ def test_child_loggers_share_the_configured_service_name() -> None:
         [sys.executable, "-c", PROGRAM], env=environment, capture_output=True, text=True, check=True
     ).stdout
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    assert [line["message"] for line in lines] == ["from collection", "from service", "from store"]
+    assert [line["message"] for line in lines] == ["from collection", "from service", "from admission"]
     assert {line["service"] for line in lines} == {"my-collector-stack"}

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ..config import EXCHANGE_HOURLY_LIMIT, MAX_RECV_WINDOW_MS, Settings
 from ..config import _integer as environment_integer
 from ..errors import CollectorError, ConfigurationError
+from ..store import CollectorTable
 from . import deployed
 from .model import DEFAULT_LAST, Limits
 from .queries import build_report
 from .render import render_json, render_text
-from .table import TableReader
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -68,7 +68,7 @@ def status(
         client = client or _dynamodb_client(region)
         now_ms = clock_ms() if clock_ms else time.time_ns() // 1_000_000
         report = build_report(
-            TableReader(client, table), table, accounts=accounts, last=last, limits=limits or Limits(), now_ms=now_ms
+            CollectorTable(client, table), table, accounts=accounts, last=last, limits=limits or Limits(), now_ms=now_ms
         )
     except CollectorError as error:
         print(f"error: {explain(error, table, client)}", file=err)

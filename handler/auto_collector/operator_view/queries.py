@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..store import CollectorTable
 from ..times import iso
 from ..window import FUTURE_TOLERANCE_MS, HOUR_MS, RING_SIZE, WindowPolicy, WindowState
 from .model import (
@@ -25,11 +26,10 @@ from .model import (
     StatusReport,
     WindowView,
 )
-from .table import TableReader
 
 
 def build_report(
-    store: TableReader, table: str, *, accounts: Sequence[str], last: int, limits: Limits, now_ms: int
+    store: CollectorTable, table: str, *, accounts: Sequence[str], last: int, limits: Limits, now_ms: int
 ) -> StatusReport:
     """The status of `accounts`, or of every account in the table when none are named."""
     registry = store.windows()
@@ -47,7 +47,7 @@ def build_report(
 
 
 def account_status(
-    store: TableReader,
+    store: CollectorTable,
     account: str,
     last: int,
     limits: Limits,
