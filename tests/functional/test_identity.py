@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import uuid
 from typing import Any
 
@@ -26,6 +27,7 @@ from auto_collector.errors import (
 from auto_collector.operator_view.cli import status
 from auto_collector.service import fairness_order
 from auto_collector.store import CollectorTable
+from auto_collector.window import WindowPolicy
 from localdev.exchange_emulator import (
     API_RESTRICTIONS_PATH,
     AUTO_COLLECTION_PATH,
@@ -60,6 +62,10 @@ def configure(deployment: Deployment, secrets: dict[str, str]) -> None:
 def outcomes_of(deployment: Deployment, label: str) -> list[dict[str, Any]]:
     """Oldest first."""
     return list(reversed(CollectorTable(deployment.dynamodb, deployment.table).outcomes(label)))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def account_reads(deployment: Deployment) -> int:
@@ -236,3 +242,25 @@ def test_an_account_read_that_fails_sends_no_collection_and_is_tried_again_after
     paths = [r.path for r in deployment.exchange.requests() if r.path != "/api/v3/time"]
     reads = [API_RESTRICTIONS_PATH, SPOT_ACCOUNT_PATH, SPOT_ACCOUNT_PATH, API_RESTRICTIONS_PATH, SPOT_ACCOUNT_PATH]
     assert paths == [*reads, AUTO_COLLECTION_PATH]
+
+
+def test_an_upgrade_starts_the_accounts_window_afresh_and_the_view_follows_the_registry(
+    deployment: Deployment,
+) -> None:
+    # A table from before identities: the label's own window, and a registry entry naming no window.
+    table = CollectorTable(deployment.dynamodb, deployment.table)
+    for _ in range(2):
+        table.reserve("default", WindowPolicy(500, 5_000), now_ms, lambda: 60_000)
+
+    def shown() -> dict[str, Any]:
+        out = io.StringIO()
+        status(deployment.table, as_json=True, client=deployment.dynamodb, out=out)
+        (account,) = json.loads(out.getvalue())["accounts"]
+        return account  # type: ignore[no-any-return]
+
+    assert table.windows() == {"default": "default"}
+    assert shown()["window"]["reservations"] == 2  # the old window, read by its label
+
+    assert deployment.invoke({})["windowUsed"] == 1  # the account's window starts afresh (README: upgrading)
+    assert table.windows() == {"default": deployment.window_key}
+    assert shown()["window"]["reservations"] == 1

@@ -81,7 +81,7 @@ def test_every_event_through_sam_local_invoke(
     collections = [r for r in summary["requests"] if r["path"] == AUTO_COLLECTION_PATH]
     assert [(r["status"], r["executed"]) for r in collections] == [(200, True), (200, True)]
     assert summary["violations"] == 0
-    reads = {"/sapi/v1/account/apiRestrictions", "/sapi/v1/portfolio/balance", TIME_PATH}
+    reads = {"/sapi/v1/account/apiRestrictions", "/api/v3/account", "/sapi/v1/portfolio/balance", TIME_PATH}
     assert {r["path"] for r in summary["requests"]} <= {AUTO_COLLECTION_PATH} | reads
 
     # In the table: one outcome record per invocation, in order, each with the requests it sent.

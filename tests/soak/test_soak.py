@@ -244,7 +244,8 @@ def test_soak(
         statuses = sum((Counter(s) for s, _ in outcomes), Counter())
         unexpected = [error for _, errors in outcomes for error in errors]
         records = CollectorTable(deployment.dynamodb, deployment.table).outcomes("default")
-        stored = CollectorTable(deployment.dynamodb, deployment.table).read("default")
+        # The window the function spends: the account's (identity.py).
+        stored = CollectorTable(deployment.dynamodb, deployment.table).read(deployment.window_key)
         sent = exchange.requests(AUTO_COLLECTION_PATH)
         most = exchange.max_counted_in_any_window()
         summary = (
