@@ -59,6 +59,8 @@ class Outcome:
     #: Dry run: per asset, what a collection would move now.
     would_move: dict[str, str] | None = None
     error: CollectorError | None = None
+    #: Set when the outcome record itself could not be written (the log holds it): reported apart from `error`.
+    record_error: CollectorError | None = None
 
     def trading_days_left(self) -> int | None:
         """Whole days left of the key's dated trading permission at the invocation's start (None: not dated)."""
