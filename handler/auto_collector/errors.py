@@ -142,6 +142,18 @@ class ExchangeUnavailableError(ExchangeError):
     kind = "exchange_unavailable"
 
 
+class RecordNotStoredError(CollectorError):
+    """The invocation did its work (the statuses say what) but its outcome record could not be written; the full
+    record is in the log. Raised so Lambda's error metric and the alarm see it."""
+
+    kind = "record_not_stored"
+
+    def __init__(self, statuses: dict[str, str], cause: CollectorError | None) -> None:
+        self.statuses = statuses
+        done = ", ".join(f"{account}: {status}" for account, status in statuses.items())
+        super().__init__(f"outcome record not stored ({done}); the full record is in the log: {cause}")
+
+
 class AccountsFailedError(CollectorError):
     """Several accounts were collected and some failed; raised after every account was done and recorded."""
 

@@ -83,6 +83,8 @@ def publish(outcome: Outcome) -> None:
     }
     metrics.add_metric(name=counters[outcome.status], unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="ExchangeAttempts", unit=MetricUnit.Count, value=len(outcome.attempts))
+    if outcome.record_error is not None:
+        metrics.add_metric(name="OutcomeNotRecorded", unit=MetricUnit.Count, value=1)
     if outcome.window_used is not None:
         metrics.add_metric(name="WindowUsage", unit=MetricUnit.Count, value=outcome.window_used)
         metrics.add_metric(name="WindowLimit", unit=MetricUnit.Count, value=outcome.window_limit)

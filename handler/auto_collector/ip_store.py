@@ -8,7 +8,8 @@ made again on it. A warm invocation usually reserves with a single request.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ class IpWeightStore:
                 if remaining_ms() < _MIN_MS_TO_RESERVE:
                     raise DeadlineError("not enough time left to reserve IP weight")
                 current = self._try_write(state, decision.state_after, policy.limit, decision.timestamp_ms)
-                if current is None or current == decision.state_after:  # or our own write, its answer lost
+                if current is None:
                     self._known = decision.state_after
                     return decision, state
                 state = self._known = current
@@ -69,7 +70,7 @@ class IpWeightStore:
                 if after is None:
                     return 0
                 current = self._try_write(state, after, policy.limit, now, ignore_block=True)
-                if current is None or current == after:  # or our own write, its answer lost
+                if current is None:
                     self._known = after
                     return policy.used(after, now) - policy.used(state, now)
                 state = self._known = current
@@ -102,13 +103,18 @@ class IpWeightStore:
         self, state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool = False
     ) -> IpWeightState | None:
         """Store `after` if the item still holds `state` (and is not blocked); otherwise return what it holds."""
+        token = new_write_token()
         try:
             self._client.update_item(
-                TableName=self._table, **conditional_update(state, after, limit, now_ms, ignore_block)
+                TableName=self._table,
+                **conditional_update(state, after, limit, now_ms, ignore_block=ignore_block, token=token),
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
+                item = error.response.get("Item")
+                if written_by(item, token):
+                    return None  # our own write, applied before its answer was lost (botocore retried it)
+                return state_from_item(item)  # type: ignore[arg-type]
             raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
         except BotoCoreError as error:
             raise WindowStoreError(f"could not reserve IP weight in table {self._table!r}: {error}") from error
@@ -133,8 +139,19 @@ def extend_block(client: DynamoDBClient, table: str, key: dict[str, Any], until_
         raise WindowStoreError(f"could not store the back-off in table {table!r}: {error}") from error
 
 
+def new_write_token() -> str:
+    """Names one conditional write, stored with it: a retry of a write whose answer was lost comes back as a conflict,
+    and the token says the stored item is that write's own, not another writer's (whose state may be identical)."""
+    return uuid.uuid4().hex
+
+
+def written_by(item: object, token: str) -> bool:
+    """Whether a stored item (as a failed conditional write returns it) carries this write's token."""
+    return isinstance(item, Mapping) and item.get("writeToken", {}).get("S") == token
+
+
 def conditional_update(
-    state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, ignore_block: bool = False
+    state: IpWeightState, after: IpWeightState, limit: int, now_ms: int, *, ignore_block: bool = False, token: str = ""
 ) -> dict[str, Any]:
     """The UpdateItem arguments (all but the table) storing `after` if the item still holds `state` and, unless
     `ignore_block`, is not blocked (store.py puts it in the transaction that also takes an account's slot)."""
@@ -143,6 +160,7 @@ def conditional_update(
         ":entries": {"L": [{"L": [{"N": str(expiry)}, {"N": str(weight)}]} for expiry, weight in after.entries]},
         ":limit": {"N": str(limit)},
         ":pruned": {"N": str(after.pruned_until_ms)},
+        ":token": {"S": token or new_write_token()},
     }
     condition = "attribute_not_exists(#seq)" if state.sequence == 0 else "#seq = :seq"
     if state.sequence:
@@ -153,7 +171,9 @@ def conditional_update(
         values[":now"] = {"N": str(now_ms)}
     return {
         "Key": IP_WINDOW_KEY,
-        "UpdateExpression": "SET #seq = :next, entries = :entries, weightLimit = :limit, prunedUntilMs = :pruned",
+        "UpdateExpression": (
+            "SET #seq = :next, entries = :entries, weightLimit = :limit, prunedUntilMs = :pruned, writeToken = :token"
+        ),
         "ConditionExpression": condition,
         "ExpressionAttributeNames": {"#seq": "seq"},
         "ExpressionAttributeValues": values,

@@ -62,6 +62,8 @@ class Outcome:
     #: The rolling window this invocation spent from: `uid:<uid>` of the exchange account behind the key
     #: (identity.py); "" while the key's account is not known.
     window_key: str = ""
+    #: Set when the outcome record itself could not be written (the log holds it): reported apart from `error`.
+    record_error: CollectorError | None = None
 
     def trading_days_left(self) -> int | None:
         """Whole days left of the key's dated trading permission at the invocation's start (None: not dated)."""

@@ -22,6 +22,7 @@ from .errors import (
     CollectorError,
     ConfigurationError,
     InvalidEventError,
+    RecordNotStoredError,
     UnexpectedError,
     WindowStoreError,
     echo,
@@ -58,6 +59,10 @@ class InvocationResult:
             raise next(iter(errors.values()))
         if errors:
             raise AccountsFailedError(errors)
+        lost = [outcome for outcome in self.outcomes if outcome.record_error is not None]
+        if lost:
+            # What happened at the exchange stands (the summaries say it); the lost records are an error of their own.
+            raise RecordNotStoredError({o.account: o.status for o in lost}, lost[0].record_error)
         if len(self.outcomes) == 1:
             response = self.outcomes[0].summary()
         else:
@@ -167,7 +172,7 @@ def _store(
     remaining_ms: Callable[[], int] | None = None,
 ) -> Outcome:
     """Store the outcome's record; returns the outcome to report: `outcome` itself, or, when the write failed, a
-    failed copy of it naming the write's error (unless it already had one)."""
+    copy that keeps what happened and names the lost record's error apart (`record_error`)."""
     item = outcome_record(outcome, retention_days)
     if remaining_ms is not None and remaining_ms() < WORST_OUTCOME_WRITE_MS:
         # Lambda could stop us before a slow write gives up: the log keeps the record whatever happens.
@@ -177,7 +182,7 @@ def _store(
     except WindowStoreError as error:
         # The table is unreachable: the log is the record of last resort.
         logger.error("outcome not stored; full record follows", extra={"outcome": json.loads(json.dumps(item))})
-        return replace(outcome, status="failed", error=outcome.error or error)
+        return replace(outcome, record_error=error)
     return outcome
 
 

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
 from .ip_store import conditional_update as ip_window_update
-from .ip_store import extend_block
+from .ip_store import extend_block, new_write_token, written_by
 from .ip_store import state_from_item as ip_state_from_item
 from .ip_window import IpWeightPolicy, WeightDecision, WeightGrant
 from .observability import SERVICE
@@ -105,9 +105,7 @@ class CollectorTable:
             if remaining_ms() < _MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve a window slot")
             current = self._try_write(account, state, decision, policy.limit, now_ms())
-            # A write whose answer was lost after it was applied comes back (botocore retries it) as a conflict
-            # with exactly the state it wrote: it is ours, not another writer's, and must not take a second slot.
-            if current is None or current == decision.state_after:
+            if current is None:
                 self._known[account] = decision.state_after
                 if state.sequence == 0:
                     self._register(account)
@@ -229,12 +227,18 @@ class CollectorTable:
                 return JointReservation(None, weight_decision, state)
             if remaining_ms() < _MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve a window slot")
+            token = new_write_token()
             items: list[Any] = [
-                {"Update": {"TableName": self._table, **self._update(account, state, decision, policy.limit, now)}},
                 {
                     "Update": {
                         "TableName": self._table,
-                        **ip_window_update(ip_state, weight_decision.state_after, ip_policy.limit, now),
+                        **self._update(account, state, decision, policy.limit, now, token=token),
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        **ip_window_update(ip_state, weight_decision.state_after, ip_policy.limit, now, token=token),
                     }
                 },
             ]
@@ -252,10 +256,9 @@ class CollectorTable:
                         f"could not reserve a window slot and IP weight in table {self._table!r}: {error}"
                     ) from error
                 # Our own transaction, applied before its answer was lost and retried by botocore, comes back as
-                # a conflict with exactly the items it wrote: it is ours, and must not take a second slot.
-                own = codes == ["ConditionalCheckFailed"] * 2 and (
-                    _state_from_item(reasons[0].get("Item")) == decision.state_after
-                    and ip_state_from_item(reasons[1].get("Item")) == weight_decision.state_after
+                # a conflict with both items carrying its token: it is ours, and must not take a second slot.
+                own = codes == ["ConditionalCheckFailed"] * 2 and all(
+                    written_by(reason.get("Item"), token) for reason in reasons
                 )
                 if not own:
                     if codes[:1] == ["ConditionalCheckFailed"]:
@@ -278,18 +281,27 @@ class CollectorTable:
 
     def _try_write(self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int) -> WindowState | None:
         """Apply `grant` if the stored item is still `state` and not blocked; otherwise return the stored state."""
+        token = new_write_token()
         try:
-            self._client.update_item(TableName=self._table, **self._update(account, state, grant, limit, now_ms))
+            self._client.update_item(
+                TableName=self._table, **self._update(account, state, grant, limit, now_ms, token=token)
+            )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return _state_from_item(error.response.get("Item"))  # type: ignore[arg-type]
+                item = error.response.get("Item")
+                if written_by(item, token):
+                    return None  # our own write, applied before its answer was lost (botocore retried it)
+                return _state_from_item(item)  # type: ignore[arg-type]
             raise WindowStoreError(f"could not reserve a window slot in table {self._table!r}: {error}") from error
         except BotoCoreError as error:
             raise WindowStoreError(f"could not reserve a window slot in table {self._table!r}: {error}") from error
         return None
 
-    def _update(self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int) -> dict[str, Any]:
-        """The conditional update that applies `grant` if the stored item is still `state` and not blocked."""
+    def _update(
+        self, account: str, state: WindowState, grant: Grant, limit: int, now_ms: int, *, token: str
+    ) -> dict[str, Any]:
+        """The conditional update that applies `grant` if the stored item is still `state` and not blocked; `token`
+        names the write (see ip_store.new_write_token)."""
         names = {"#seq": "seq", "#slot": _slot_attribute(grant.slot)}
         values: dict[str, Any] = {
             ":next": {"N": str(state.sequence + 1)},
@@ -297,6 +309,7 @@ class CollectorTable:
             ":expiry": {"N": str(grant.expiry_ms)},
             ":limit": {"N": str(limit)},
             ":now": {"N": str(now_ms)},
+            ":token": {"S": token},
         }
         assignments = [
             "#seq = :next",
@@ -305,6 +318,7 @@ class CollectorTable:
             "#slot = :expiry",
             "windowLimit = :limit",
             "updatedAtMs = :now",
+            "writeToken = :token",
         ]
         after_events = grant.state_after.events
         for index, event_id in enumerate(sorted(set(after_events) - set(state.events))):

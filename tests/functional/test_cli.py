@@ -162,6 +162,28 @@ def test_status_reads_the_table_named_by_the_stack(stack: Stack) -> None:
     assert account["window"]["used"] == 1 and account["lastOutcomes"][0]["status"] == "collected"
 
 
+def test_status_shows_the_limit_the_stack_was_deployed_with(stack: Stack) -> None:
+    stack.deployment.invoke({})  # the window item records the limit of that run (500)
+    template = {
+        "Parameters": {"MaxCallsPerHour": {"Type": "Number", "Default": 500}},
+        "Resources": {"AlarmTopic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"FunctionName": {"Value": FUNCTION}, "TableName": {"Value": stack.deployment.table}},
+    }
+    stack.cloudformation.create_stack(
+        StackName="lowered",
+        TemplateBody=json.dumps(template),
+        Parameters=[{"ParameterKey": "MaxCallsPerHour", "ParameterValue": "40"}],
+    )
+    try:
+        code, out, err = run("status", "--stack", "lowered", "--json")
+    finally:
+        stack.cloudformation.delete_stack(StackName="lowered")
+    assert (code, err) == (0, "")
+    window = json.loads(out)["accounts"][0]["window"]
+    # The limit in force is the stack's, not the one the window recorded before it was lowered (issue 14).
+    assert (window["limit"], window["limitSource"], window["free"]) == (40, "stack", 39)
+
+
 # --- what cannot be done, said in one line --------------------------------------------------------
 
 

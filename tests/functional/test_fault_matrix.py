@@ -33,6 +33,7 @@ from auto_collector.errors import (
     ExchangeRateLimitedError,
     ExchangeRejectedError,
     ExchangeUnavailableError,
+    RecordNotStoredError,
     WindowStoreError,
 )
 from auto_collector.handler import lambda_handler
@@ -697,6 +698,27 @@ def test_a_reservation_whose_answer_was_lost_after_it_was_applied_takes_one_slot
     assert len(rig.collections()) == 2
     assert rig.record()["reservations"] == [1]
     assert result["windowUsed"] == 2
+
+
+def test_a_collection_whose_record_cannot_be_written_is_reported_as_collected_and_the_lost_record_apart(
+    rig: Rig, throttling_dynamodb: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rig.run({})  # the account is registered (a PutItem of its own) and its first record written
+    throttling_dynamodb.fail_next(4, "DynamoDB_20120810.PutItem")  # the first attempt and botocore's 3 retries
+
+    result = rig.run({})
+
+    # The exchange executed the collection: that is what the error says, beside the lost record.
+    assert type(result) is RecordNotStoredError
+    assert result.statuses == {"default": "collected"}
+    assert "the full record is in the log" in str(result)
+    assert len(rig.collections()) == 2
+    assert [record["status"] for record in rig.deployment.outcomes()] == ["collected"]  # only the first run's
+    logs = rig.logs.getvalue()
+    assert "outcome not stored; full record follows" in logs and '"status":"collected"' in logs
+    out = capsys.readouterr().out
+    print(out)  # back to the captured output, which the rig's leak scan reads when the test ends
+    assert '"OutcomeNotRecorded":[1.0]' in out.replace(" ", "")
 
 
 def test_dynamodb_throttling_that_outlasts_the_retries_sends_nothing(rig: Rig, throttling_dynamodb: FaultProxy) -> None:

@@ -84,8 +84,8 @@ def test_status_json_reports_window_back_off_outcomes_and_failures(
     first_signed = int(busy.exchange.requests(AUTO_COLLECTION_PATH)[0].params["timestamp"])
     assert account["window"] == {
         "used": 3,
-        "limit": 3,  # the limit of the last reservation, from the window item
-        "limitSource": "window",
+        "limit": 3,  # the limit in force: the function's configuration (this test's environment)
+        "limitSource": "environment",
         "free": 0,
         "nextSlotAt": iso(first_signed + 3_600_000 + 5_000 + 1_000),  # when the first reservation expires
         "reservations": 3,
@@ -159,7 +159,7 @@ def test_human_output_shows_the_key_facts(busy: Deployment, capsys: pytest.Captu
     assert code == 1 and err == ""
     assert f"table {busy.table!r}" in out
     assert "account default" in out
-    assert "3/3 calls in the rolling hour (limit from the window item); next slot " in out
+    assert "3/3 calls in the rolling hour (limit from MAX_CALLS_PER_HOUR); next slot " in out
     assert "(in 60 min)" in out
     assert "back-off  ACTIVE until " in out and "HTTP 429 code -1003" in out
     assert "failures  2 in the last day" in out
@@ -222,13 +222,20 @@ def test_an_account_that_never_reserved_is_shown_from_its_outcomes(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     invoke(deployment, {"dryRun": True})  # reserves nothing, so the registry stays empty
-    deployment.set_env(MAX_CALLS_PER_HOUR="7")
+    deployment.monkeypatch.delenv("MAX_CALLS_PER_HOUR", raising=False)
     code, report = status_json(capsys)
     assert code == 0
     (account,) = report["accounts"]
     assert account["account"] == "default"
     assert account["window"]["limitSource"] == "outcome" and account["window"]["limit"] == 500
     assert account["window"]["reservations"] == 0 and account["window"]["lastReservationAt"] is None
+    # A lowered configuration is the limit in force, whatever the records of earlier runs say (issue 14).
+    deployment.set_env(MAX_CALLS_PER_HOUR="7")
+    _, report = status_json(capsys)
+    assert (report["accounts"][0]["window"]["limitSource"], report["accounts"][0]["window"]["limit"]) == (
+        "environment",
+        7,
+    )
 
 
 def test_the_limit_falls_back_to_the_option_then_the_environment(

@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..config import EXCHANGE_HOURLY_LIMIT, MAX_RECV_WINDOW_MS, Settings
@@ -118,6 +119,11 @@ def main(
         if args.command == "status":
             limits = _limits(args.limit, env)
             table = deployed.stack_output(args.stack, "TableName", args.region) if args.stack else args.table
+            if args.stack and args.limit is None:
+                # The limit in force is the one the stack was deployed with.
+                deployed_limit = deployed.stack_parameter(args.stack, "MaxCallsPerHour", args.region)
+                if deployed_limit is not None and deployed_limit.isdigit():
+                    limits = replace(limits, fallback_limit=int(deployed_limit), fallback_source="stack")
             table = (table or env.get("TABLE_NAME", "")).strip()
             if not table:
                 raise ConfigurationError(

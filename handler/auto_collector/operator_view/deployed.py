@@ -62,6 +62,25 @@ def client(service: str, region: str | None) -> Any:
 
 def stack_output(stack: str, key: str, region: str | None, cloudformation: Any = None) -> str:
     """The value of output `key` of CloudFormation stack `stack` (the template's TableName, FunctionName...)."""
+    described = _describe(stack, region, cloudformation)
+    outputs = {output["OutputKey"]: output.get("OutputValue", "") for output in described.get("Outputs") or []}
+    if not outputs.get(key):
+        raise DeploymentError(
+            f"stack {stack!r} ({described.get('StackStatus', 'status unknown')}) has no output {key!r} "
+            f"(its outputs: {', '.join(sorted(outputs)) or 'none'}): is it the collector's stack?"
+        )
+    return str(outputs[key])
+
+
+def stack_parameter(stack: str, key: str, region: str | None, cloudformation: Any = None) -> str | None:
+    """The value stack `stack` was deployed with for parameter `key` (None when it has no such parameter)."""
+    parameters = _describe(stack, region, cloudformation).get("Parameters") or []
+    values = {p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue")) for p in parameters}
+    value = values.get(key)
+    return str(value) if value is not None else None
+
+
+def _describe(stack: str, region: str | None, cloudformation: Any = None) -> dict[str, Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     cloudformation = cloudformation or client("cloudformation", region)
@@ -70,13 +89,7 @@ def stack_output(stack: str, key: str, region: str | None, cloudformation: Any =
     except (ClientError, BotoCoreError) as error:
         where = cloudformation.meta.region_name
         raise DeploymentError(f"could not read stack {stack!r} (region {where}): {error}") from error
-    outputs = {output["OutputKey"]: output.get("OutputValue", "") for output in described.get("Outputs") or []}
-    if not outputs.get(key):
-        raise DeploymentError(
-            f"stack {stack!r} ({described.get('StackStatus', 'status unknown')}) has no output {key!r} "
-            f"(its outputs: {', '.join(sorted(outputs)) or 'none'}): is it the collector's stack?"
-        )
-    return str(outputs[key])
+    return dict(described)
 
 
 def invoke(function: str, event: Any, region: str | None, lambda_client: Any = None) -> InvocationResult:

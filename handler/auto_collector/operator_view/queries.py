@@ -113,6 +113,10 @@ def crash_traces(
 
 
 def _limit(item: Mapping[str, Any], newest: Sequence[OutcomeLine], limits: Limits) -> tuple[int, str]:
+    """The limit in force: a configured one (--limit, the stack's MaxCallsPerHour, MAX_CALLS_PER_HOUR) over the
+    one the window recorded at its last reservation, which may predate a lowered configuration."""
+    if limits.fallback_source in ("option", "stack", "environment"):
+        return limits.fallback_limit, limits.fallback_source
     stored = item.get("windowLimit")
     if isinstance(stored, int) and 1 <= stored <= RING_SIZE:
         return stored, "window"

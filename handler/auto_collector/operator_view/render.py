@@ -15,6 +15,7 @@ _SOURCES = {
     "outcome": "the newest outcome",
     "option": "--limit",
     "environment": "MAX_CALLS_PER_HOUR",
+    "stack": "the stack's MaxCallsPerHour",
     "default": "the exchange's ceiling",
 }
 
