@@ -24,6 +24,7 @@ from .store import WindowStore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_sqs.client import SQSClient
 
 # Bounded, quick AWS calls: throttling and transient errors are retried by botocore's standard mode,
 # and a stuck connection cannot eat the invocation's deadline.
@@ -63,6 +64,13 @@ class Runtime:
     store: WindowStore
     collectors: dict[str, Collector]  # by account label, in configuration order
     gate: IpWeightGate
+    _queue_client: SQSClient | None = field(default=None, repr=False)
+
+    def queue_client(self) -> SQSClient:
+        """The SQS client (fan-out mode), built on first use: the single-function mode never pays for it."""
+        if self._queue_client is None:
+            self._queue_client = boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+        return self._queue_client
 
 
 _runtimes: dict[Settings, Runtime] = {}
