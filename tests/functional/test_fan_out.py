@@ -105,3 +105,93 @@ def test_the_dispatcher_refuses_what_it_cannot_do(deployment: Deployment) -> Non
     sqs_batch = {"Records": [{"eventSource": "aws:sqs", "messageId": message_id, "body": '{"account": "default"}'}]}
     with pytest.raises(InvalidEventError, match="not by an SQS batch"):
         dispatch(sqs_batch, "request", os.environ)
+
+
+def receive(queue: str, wait_s: int = 0) -> list[dict[str, Any]]:
+    """One receive, as the Lambda poller makes it (the messages stay in flight until deleted)."""
+    sqs = boto3.client("sqs")
+    batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=wait_s)
+    return [dict(message) for message in batch.get("Messages", [])]
+
+
+def delete(queue: str, messages: list[dict[str, Any]]) -> None:
+    """What the Lambda poller does with the messages not listed in batchItemFailures."""
+    sqs = boto3.client("sqs")
+    for message in messages:
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_a_deferred_message_stays_hidden_until_ip_weight_frees(deployment: Deployment, queue: str) -> None:
+    import os
+
+    add_accounts(deployment, LABELS)
+    dispatch(scheduled_event(), "dispatcher-request", os.environ)
+    first = receive(queue)
+    result = deployment.invoke(sqs_event(first))
+
+    failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
+    deferred = [summary for summary in result["accounts"] if summary["status"] == "deferred"]
+    assert failed and len(failed) == len(deferred)
+    delete(queue, [m for m in first if m["MessageId"] not in failed])
+    # The queue's visibility timeout is 0: without the hand-back the deferred messages would be offered again at
+    # once. They are hidden until the weight of the collections just made frees (about 66 s), so the next receive
+    # gets only the messages never received.
+    again = receive(queue)
+    assert {m["MessageId"] for m in again}.isdisjoint(failed)
+    assert len(again) == 12 - len(first)
+    assert_exchange_never_refused(deployment)
+
+
+def test_a_deferred_message_comes_back_when_ip_weight_frees(deployment: Deployment, queue: str) -> None:
+    import os
+    import time
+
+    from auto_collector.ip_store import IpWeightStore
+    from auto_collector.ip_window import IpWeightPolicy
+
+    add_accounts(deployment, LABELS[:1])
+    # No waiting in the function: the account is deferred at once.
+    deployment.set_env(IP_WEIGHT_MAX_WAIT_SECONDS="0")
+    # Another program behind the address used the whole minute, and that weight stops counting 3 s from now.
+    policy = IpWeightPolicy(limit=12_000, recv_window_ms=5_000)
+    started_ms = time.time_ns() // 1_000_000
+    IpWeightStore(deployment.dynamodb, deployment.table).observe(
+        policy, 12_000, lambda: started_ms - policy.occupancy_ms + 3_000
+    )
+    dispatch(scheduled_event(), "dispatcher-request", os.environ)
+    (message,) = receive(queue)
+
+    result = deployment.invoke(sqs_event([message]))
+
+    assert result["status"] == "deferred"
+    assert result["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
+    assert receive(queue) == []  # hidden, although the queue's visibility timeout is 0
+    (back,) = receive(queue, wait_s=8)
+    returned_ms = time.time_ns() // 1_000_000
+    assert back["MessageId"] == message["MessageId"]
+    assert returned_ms >= started_ms + 3_000  # not before the weight frees
+    assert deployment.exchange.requests(COLLECT) == []
+
+
+def test_a_visibility_that_cannot_be_changed_leaves_the_message_to_the_queue(
+    deployment: Deployment, queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    add_accounts(deployment, LABELS)
+    dispatch(scheduled_event(), "dispatcher-request", os.environ)
+    messages = receive_all(queue)[:10]  # deleted: their receipt handles no longer change anything
+    for message in messages:
+        message["ReceiptHandle"] = "no-longer-valid"
+
+    result = deployment.invoke(sqs_event(messages))
+
+    # The deferred messages are still reported, so Lambda leaves them to the queue's own visibility timeout.
+    deferred = [s for s in result["accounts"] if s["status"] == "deferred"]
+    assert deferred and len(result["batchItemFailures"]) == len(deferred)
+    warnings = [r.getMessage() for r in caplog.records if "deferred message not handed back" in r.getMessage()]
+    assert len(warnings) == len(deferred)
+
+
+def assert_exchange_never_refused(deployment: Deployment) -> None:
+    assert [r for r in deployment.exchange.requests() if r.status in (418, 429)] == []
