@@ -308,12 +308,20 @@ def ip_weight_hour(h: Harness, accounts: int, minutes: int, code: Path) -> dict[
             f"for {minutes} ..."
         )
         result = runs[name] = ip_weight.run(h, code, accounts=accounts, minutes=minutes, **function_env)
-        _say(
-            f"  {result['collections']} collections = {result['per_minute']:.2f} a minute (limit 8), "
-            f"{result['refused_429_418']} refused 429/418, max weight in 60 s {result['max_weight_60s']}, "
-            f"{result['real_s']:.0f} s"
-        )
+        _say_hour(result)
+    for name, function_env in ip_weight.FAN_OUT.items():
+        _say(f"ip-weight ({name}): {accounts} accounts on one IP, fan-out on a simulated queue, {minutes} minutes ...")
+        result = runs[name] = ip_weight.run_fan_out(h, code, accounts=accounts, minutes=minutes, **function_env)
+        _say_hour(result)
     return runs
+
+
+def _say_hour(result: dict[str, Any]) -> None:
+    _say(
+        f"  {result['collections']} collections = {result['per_minute']:.2f} a minute (limit 8), "
+        f"{result['refused_429_418']} refused 429/418, max weight in 60 s {result['max_weight_60s']}, "
+        f"{result['real_s']:.0f} s"
+    )
 
 
 def artifact_cold(h: Harness, runs: int) -> dict[str, Any]:

@@ -3,7 +3,15 @@
 The collector function consumes the queue (template.yaml, `Mode: FanOut`): each message names one account and the
 tick (the scheduled event's id), which identifies duplicates, so neither a repeated schedule delivery nor an SQS
 redelivery collects twice. A message that cannot get IP weight goes back to the queue (ReportBatchItemFailures)
-without spending anything; the queue's retention drops it once the next tick has sent a newer one.
+without spending anything, hidden until the weight frees (service.hand_back_deferred).
+
+One round at a time: a tick that finds messages still in the queue sends nothing. The IP serves 8 collections a
+minute, so with many accounts a round outlasts the tick; sending every account again each tick would put a
+second message of an account beside the first (an SQS batch naming one account twice is refused as a whole),
+serve the queue's order instead of the fairness order, and pay a deferral (an outcome record and a visibility
+change) for every message that waits. A message the retention drops leaves its account for the next round, where
+the fairness order (least recently attempted first) puts it first. The queue's counts are approximate (SQS
+settles them within about a minute): a round sent beside a few late messages is served all the same.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from .service import fairness_order, selected_accounts
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 logger = Logger(service=SERVICE)
@@ -34,6 +43,12 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fund
 
 #: SendMessageBatch takes at most 10 entries.
 _BATCH = 10
+#: The queue's messages waiting, in flight (a deferred one is) and delayed.
+_BACKLOG_ATTRIBUTES: tuple[QueueAttributeNameType, ...] = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -59,11 +74,14 @@ def dispatch(
     labels = selected_accounts(invocation, settings)
     order = fairness_order(runtime_for(settings), labels)
     tick = invocation.event_id or f"console:{invocation_id}"
+    client = sqs or boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+    backlog = _backlog(client, queue_url)
+    if backlog:
+        return {"status": "round_in_progress", "tick": tick, "messages": 0, "waiting": backlog, "order": []}
     bodies = [
         json.dumps({"account": label, "tick": tick, **({"dryRun": True} if invocation.dry_run else {})})
         for label in order
     ]
-    client = sqs or boto3.client("sqs", config=AWS_CLIENT_CONFIG)
     unsent = []
     for start in range(0, len(bodies), _BATCH):
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
@@ -83,3 +101,15 @@ def dispatch(
     if unsent:
         raise QueueError(f"could not send the messages of accounts {unsent} to the work queue; they wait a tick")
     return {"status": "dispatched", "tick": tick, "messages": len(bodies), "order": order}
+
+
+def _backlog(client: SQSClient, queue_url: str) -> int:
+    """The messages still in the queue (approximate); 0 when they cannot be counted, so a round is never skipped
+    for want of a count (a duplicate round costs deferrals, a skipped one a tick)."""
+    try:
+        attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(_BACKLOG_ATTRIBUTES))
+    except Exception as error:  # noqa: BLE001 - botocore's errors; sending is still right
+        logger.warning("work queue not counted: a round is sent", extra={"error": str(error)})
+        return 0
+    counts = attributes.get("Attributes", {})
+    return sum(int(counts.get(name, "0")) for name in _BACKLOG_ATTRIBUTES)

@@ -95,6 +95,22 @@ def test_dispatched_messages_are_collected_deferred_and_never_collected_twice(
     assert [r for r in deployment.exchange.requests() if r.status in (418, 429)] == []
 
 
+def test_a_tick_sends_no_new_round_while_the_last_one_is_queued(deployment: Deployment, queue: str) -> None:
+    import os
+
+    add_accounts(deployment, LABELS[:3])
+    first = dispatch(scheduled_event(), "dispatcher-request", os.environ)
+    assert first["messages"] == 3
+    receive(queue)  # in flight, as the collector's poller holds them
+
+    second = dispatch(scheduled_event(), "dispatcher-request-2", os.environ)
+
+    assert second["status"] == "round_in_progress" and second["messages"] == 0 and second["waiting"] == 3
+    receive_all(queue)  # the round is done
+    third = dispatch(scheduled_event(), "dispatcher-request-3", os.environ)
+    assert third["messages"] == 3 and len(receive_all(queue)) == 3
+
+
 def test_the_dispatcher_refuses_what_it_cannot_do(deployment: Deployment) -> None:
     import os
 

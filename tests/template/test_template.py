@@ -1208,7 +1208,12 @@ def test_fan_out_mode_dispatches_on_the_schedule_and_consumes_the_queue_with_bou
     dispatcher_statements = deployed.resources["DispatcherRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     actions = sorted(str(st["Action"]) for st in dispatcher_statements["Statement"])
     assert actions == sorted(
-        ["['logs:CreateLogStream', 'logs:PutLogEvents']", "dynamodb:BatchGetItem", "sqs:SendMessage", "sqs:SendMessage"]
+        [
+            "['logs:CreateLogStream', 'logs:PutLogEvents']",
+            "dynamodb:BatchGetItem",
+            "['sqs:SendMessage', 'sqs:GetQueueAttributes']",
+            "sqs:SendMessage",
+        ]
     )
 
 
