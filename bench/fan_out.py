@@ -20,9 +20,10 @@ waits for weight is picked up; here it waits for that invocation to end (at most
 waiting plus the work). Real Lambda long-polls the queue when it is empty; those empty receives are billed too
 and are not counted here (AWS does not document their rate).
 
-The dispatcher sends a round (one message per account) only when the queue is empty (GetQueueAttributes),
-so an account never has two messages queued (dispatcher.py says why). The counts this queue gives are exact;
-SQS's settle within about a minute.
+The dispatcher sends a round only when the queue is empty (GetQueueAttributes), so an account never has two
+messages queued, and paces it with DelaySeconds as the IP weight will free (dispatcher.py says why). The counts
+this queue gives are exact; SQS's settle within about a minute. The dispatcher runs in the collector's process
+(so it shares its warm objects; in AWS it is a function of its own, with its own container).
 """
 
 from __future__ import annotations
@@ -73,12 +74,15 @@ class SimulatedQueue:
     #: How often each message was received before it was deleted, dropped or dead-lettered.
     receives_per_message: list[int] = field(default_factory=list)
 
-    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls["SendMessageBatch"] += 1
         now = self.clock.now_ms()
         successful = []
         for entry in Entries:
-            message = _Message(str(uuid.uuid4()), entry["MessageBody"], now, now)
+            delay_s = int(entry.get("DelaySeconds", 0))
+            if not 0 <= delay_s <= 900:
+                raise ValueError(f"DelaySeconds {delay_s} out of range")
+            message = _Message(str(uuid.uuid4()), entry["MessageBody"], now, now + delay_s * 1000)
             self.messages[message.message_id] = message
             successful.append({"Id": entry["Id"], "MessageId": message.message_id})
         self.most_messages = max(self.most_messages, len(self.messages))
@@ -88,11 +92,13 @@ class SimulatedQueue:
         self.calls["GetQueueAttributes"] += 1
         now = self.clock.now_ms()
         self._expire(now)
-        hidden = sum(1 for m in self.messages.values() if m.visible_ms > now)
+        delayed = sum(1 for m in self.messages.values() if m.visible_ms > now and m.receive_count == 0)
+        in_flight = sum(1 for m in self.messages.values() if m.visible_ms > now and m.receive_count > 0)
         counts = {
-            "ApproximateNumberOfMessages": len(self.messages) - hidden,
-            "ApproximateNumberOfMessagesNotVisible": hidden,
-            "ApproximateNumberOfMessagesDelayed": 0,
+            "ApproximateNumberOfMessages": len(self.messages) - delayed - in_flight,
+            "ApproximateNumberOfMessagesNotVisible": in_flight,
+            "ApproximateNumberOfMessagesDelayed": delayed,
+            "MessageRetentionPeriod": RETENTION_MS // 1000,
         }
         return {"Attributes": {name: str(counts[name]) for name in AttributeNames if name in counts}}
 

@@ -1210,7 +1210,7 @@ def test_fan_out_mode_dispatches_on_the_schedule_and_consumes_the_queue_with_bou
     assert actions == sorted(
         [
             "['logs:CreateLogStream', 'logs:PutLogEvents']",
-            "dynamodb:BatchGetItem",
+            "['dynamodb:BatchGetItem', 'dynamodb:GetItem']",
             "['sqs:SendMessage', 'sqs:GetQueueAttributes']",
             "sqs:SendMessage",
         ]
