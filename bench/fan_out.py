@@ -42,6 +42,8 @@ MINUTE_MS = 60_000
 #: template.yaml: WorkQueue's VisibilityTimeout, FanOutMessageRetentionSeconds' default, RedrivePolicy.
 VISIBILITY_TIMEOUT_MS = 120_000
 RETENTION_MS = 300_000
+#: A what-if: the queue's retention (FanOutMessageRetentionSeconds) for one hour, read by the worker only.
+RETENTION_VARIABLE = "BENCH_QUEUE_RETENTION_SECONDS"
 MAX_RECEIVE_COUNT = 10
 #: template.yaml: WorkQueueMapping's BatchSize.
 BATCH_SIZE = 10
@@ -65,6 +67,7 @@ class SimulatedQueue:
     """A standard SQS queue on the simulated clock, with the boto3 client methods the collector and dispatcher call."""
 
     clock: SharedClock
+    retention_ms: int = RETENTION_MS
     messages: dict[str, _Message] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     dropped_by_retention: int = 0
@@ -98,7 +101,7 @@ class SimulatedQueue:
             "ApproximateNumberOfMessages": len(self.messages) - delayed - in_flight,
             "ApproximateNumberOfMessagesNotVisible": in_flight,
             "ApproximateNumberOfMessagesDelayed": delayed,
-            "MessageRetentionPeriod": RETENTION_MS // 1000,
+            "MessageRetentionPeriod": self.retention_ms // 1000,
         }
         return {"Attributes": {name: str(counts[name]) for name in AttributeNames if name in counts}}
 
@@ -147,7 +150,7 @@ class SimulatedQueue:
         return min((m.visible_ms for m in self.messages.values()), default=None)
 
     def _expire(self, now: int) -> None:
-        for message in [m for m in self.messages.values() if m.sent_ms + RETENTION_MS <= now]:
+        for message in [m for m in self.messages.values() if m.sent_ms + self.retention_ms <= now]:
             self.dropped_by_retention += 1
             self._forget(message)
 
@@ -189,7 +192,7 @@ def worker(config: dict[str, Any], clock: SharedClock) -> dict[str, Any]:
     from auto_collector.service import invoke
     from bench.ip_weight import _Context, scheduled_event
 
-    queue = SimulatedQueue(clock)
+    queue = SimulatedQueue(clock, retention_ms=int(os.environ.get(RETENTION_VARIABLE, RETENTION_MS // 1000)) * 1000)
     sqs = cast(Any, queue)
     environment = dict(os.environ)
     first_ms = ((clock.now_ms() + MINUTE_MS - 1) // MINUTE_MS + 2) * MINUTE_MS
