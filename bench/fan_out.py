@@ -42,8 +42,6 @@ MINUTE_MS = 60_000
 #: template.yaml: WorkQueue's VisibilityTimeout, FanOutMessageRetentionSeconds' default, RedrivePolicy.
 VISIBILITY_TIMEOUT_MS = 120_000
 RETENTION_MS = 300_000
-#: A what-if: the queue's retention (FanOutMessageRetentionSeconds) for one hour, read by the worker only.
-RETENTION_VARIABLE = "BENCH_QUEUE_RETENTION_SECONDS"
 MAX_RECEIVE_COUNT = 10
 #: template.yaml: WorkQueueMapping's BatchSize.
 BATCH_SIZE = 10
@@ -192,7 +190,7 @@ def worker(config: dict[str, Any], clock: SharedClock) -> dict[str, Any]:
     from auto_collector.service import invoke
     from bench.ip_weight import _Context, scheduled_event
 
-    queue = SimulatedQueue(clock, retention_ms=int(os.environ.get(RETENTION_VARIABLE, RETENTION_MS // 1000)) * 1000)
+    queue = SimulatedQueue(clock)
     sqs = cast(Any, queue)
     environment = dict(os.environ)
     first_ms = ((clock.now_ms() + MINUTE_MS - 1) // MINUTE_MS + 2) * MINUTE_MS

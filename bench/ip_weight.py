@@ -66,12 +66,10 @@ WHAT_IF: dict[str, dict[str, str]] = {
     "wait 30 s": {"IP_WEIGHT_MAX_WAIT_SECONDS": "30"},
     "wait 30 s, recvWindow 1000 ms": {"IP_WEIGHT_MAX_WAIT_SECONDS": "30", "RECV_WINDOW_MS": "1000"},
 }
-#: The same hour in the fan-out mode (bench/fan_out.py): the defaults, then a shorter hold (recvWindow), then also
-#: a longer queue retention (FanOutMessageRetentionSeconds 900: longer rounds; fan_out.RETENTION_VARIABLE).
+#: The same hour in the fan-out mode (bench/fan_out.py): the defaults, then a shorter hold (recvWindow).
 FAN_OUT: dict[str, dict[str, str]] = {
     "fan-out": {},
     "fan-out, recvWindow 1000 ms": {"RECV_WINDOW_MS": "1000"},
-    "fan-out, recvWindow 1000 ms, retention 900 s": {"RECV_WINDOW_MS": "1000", "BENCH_QUEUE_RETENTION_SECONDS": "900"},
 }
 
 
@@ -469,7 +467,7 @@ def rows(runs: dict[str, Any]) -> list[list[str]]:
                     f"{q['queue']['dead_lettered']}; {max(map(int, q['queue']['receives_per_message']), default=0)}"
                 ),
             ),
-            "retention 300 s unless named, maxReceiveCount 10 (template.yaml)",
+            "retention 300 s, maxReceiveCount 10 (template.yaml)",
         ),
         row(
             "Weight the exchange reported beyond the window's, recorded",
