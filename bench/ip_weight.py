@@ -481,7 +481,8 @@ def rows(runs: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-def markdown(runs: dict[str, Any]) -> str:
+def markdown(runs: dict[str, Any], measured: str = "", command: str = 'make bench ARGS="--only ip-weight"') -> str:
+    """The RESULTS.md section; `measured`: when (results.json's date), `command`: the run that measured it."""
     first = next(iter(runs.values()))
     header = ["Measure", *runs, "Note"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -493,7 +494,7 @@ def markdown(runs: dict[str, Any]) -> str:
             f"{first['accounts']} accounts (ACCOUNTS) behind one IP, one scheduled invocation a minute "
             f"(EventBridge rate(1 minute), a fresh event id each) for {first['minutes']} simulated minutes, one warm "
             "container, the exchange emulator's real limits (12,000 IP weight a minute, 500 collections an hour "
-            'per account), MAX_CALLS_PER_HOUR 500. `make bench ARGS="--only ip-weight"` '
+            f"per account), MAX_CALLS_PER_HOUR 500. {f'Measured {measured} with ' if measured else ''}`{command}` "
             f"({sum(r['real_s'] for r in runs.values()):.0f} s for the {len(runs)} hours). Time is simulated, not "
             "scaled (bench/ip_weight.py): the work runs at its real speed on this machine, sleeps and the time "
             "between ticks are skipped, the emulator reads the same clock. The first column is the defaults; "
