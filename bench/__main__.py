@@ -2,7 +2,7 @@
 measured in the same run, against moto's server and the exchange emulator on 127.0.0.1. No timed
 assertions: it reports, and writes bench/RESULTS.md (full runs only, unless --results is given).
 
-    python -m bench [--quick] [--skip-build] [--only cold,warm,scale,accounts,artifact,ip-weight] [--code DIR]
+    python -m bench [--quick] [--skip-build] [--only cold,warm,scale,accounts,artifact,ip-weight,fan-out] [--code DIR]
                     [--results PATH]
 
 The emulator keeps the exchange's real limits throughout; samples that would exceed them let simulated time
@@ -28,7 +28,7 @@ from bench import artifact, ip_weight, report
 from bench.harness import REPO, ColdSample, Harness, item_size_bytes
 
 WORK = REPO / ".cache" / "bench"
-SCENARIOS = ("cold", "warm", "scale", "accounts", "artifact", "ip-weight")
+SCENARIOS = ("cold", "warm", "scale", "accounts", "artifact", "ip-weight", "fan-out")
 #: The exchange's IP weight a minute and a collection's weight: at most 8 collections a minute per IP.
 IP_WEIGHT_PER_MINUTE, COLLECTION_WEIGHT = 12_000, 1500
 
@@ -96,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             results["accounts"] = accounts(harness, size["accounts"], size["accounts_n"], code_compiled)
         if "artifact" in only and results["build"]["ok"]:
             results["artifact"] = artifact_cold(harness, size["cold_runs"])
-        if "ip-weight" in only:
+        if "ip-weight" in only or "fan-out" in only:
             results["ip_weight"] = ip_weight_hour(
-                harness, size["ip_weight_accounts"], size["ip_weight_minutes"], code_compiled
+                harness,
+                size["ip_weight_accounts"],
+                size["ip_weight_minutes"],
+                code_compiled,
+                single="ip-weight" in only,
+                fan_out="fan-out" in only or "ip-weight" in only,
             )
     finally:
         harness.close()
@@ -299,21 +304,32 @@ def accounts(h: Harness, count: int, n: int, code: Path) -> dict[str, Any]:
     return result
 
 
-def ip_weight_hour(h: Harness, accounts: int, minutes: int, code: Path) -> dict[str, Any]:
-    """The default configuration, then the same hour with settings a customer can change (not code)."""
+def ip_weight_hour(
+    h: Harness, accounts: int, minutes: int, code: Path, *, single: bool = True, fan_out: bool = True
+) -> dict[str, Any]:
+    """The default configuration, then the same hour with settings a customer can change (not code); then the
+    fan-out mode (`--only fan-out`: that alone)."""
     runs: dict[str, Any] = {}
-    for name, function_env in ip_weight.WHAT_IF.items():
+    for name, function_env in ip_weight.WHAT_IF.items() if single else []:
         _say(
             f"ip-weight ({name}): {accounts} accounts on one IP, one scheduled invocation a simulated minute "
             f"for {minutes} ..."
         )
         result = runs[name] = ip_weight.run(h, code, accounts=accounts, minutes=minutes, **function_env)
-        _say(
-            f"  {result['collections']} collections = {result['per_minute']:.2f} a minute (limit 8), "
-            f"{result['refused_429_418']} refused 429/418, max weight in 60 s {result['max_weight_60s']}, "
-            f"{result['real_s']:.0f} s"
-        )
+        _say_hour(result)
+    for name, function_env in ip_weight.FAN_OUT.items() if fan_out else []:
+        _say(f"ip-weight ({name}): {accounts} accounts on one IP, fan-out on a simulated queue, {minutes} minutes ...")
+        result = runs[name] = ip_weight.run_fan_out(h, code, accounts=accounts, minutes=minutes, **function_env)
+        _say_hour(result)
     return runs
+
+
+def _say_hour(result: dict[str, Any]) -> None:
+    _say(
+        f"  {result['collections']} collections = {result['per_minute']:.2f} a minute (limit 8), "
+        f"{result['refused_429_418']} refused 429/418, max weight in 60 s {result['max_weight_60s']}, "
+        f"{result['real_s']:.0f} s"
+    )
 
 
 def artifact_cold(h: Harness, runs: int) -> dict[str, Any]:

@@ -521,7 +521,15 @@ def markdown(results: dict[str, Any], kept: str = "") -> str:
             "",
             cost(results),
             "",
-            *([ip_weight.markdown(results["ip_weight"])] if results.get("ip_weight") else []),
+            *(
+                [
+                    ip_weight.markdown(
+                        results["ip_weight"], results.get("date", ""), results.get("command", "make bench")
+                    )
+                ]
+                if results.get("ip_weight")
+                else []
+            ),
             *([kept] if kept else []),
         ]
     )

@@ -35,6 +35,8 @@ _EVENT_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d
 #: The longest SQS body read: {"account": <64-character label>, "dryRun": false} fits many times over, and
 #: nothing this short can nest deep enough or hold a number long enough to break the JSON parser.
 MAX_SQS_BODY_CHARS = 1_024
+#: The longest receipt handle kept (SQS documents up to 1,024 characters).
+MAX_RECEIPT_HANDLE_CHARS = 1_024
 _ACCEPTED = (
     'accepted events are an EventBridge scheduled event, {}, {"dryRun": true} (either may add '
     '"accounts": [...]) and an SQS batch of {"account": ...} messages'
@@ -56,6 +58,8 @@ class Invocation:
     account_event_ids: tuple[tuple[str, str], ...] = ()
     #: SQS: per account, the message id (to hand a deferred message back to the queue) and when it was sent (ms).
     messages: tuple[tuple[str, str, int], ...] = ()
+    #: SQS: per account, the receipt handle of its message (to make a deferred message visible when weight frees).
+    receipt_handles: tuple[tuple[str, str], ...] = ()
 
     def message_of(self, account: str) -> tuple[str, int] | None:
         """The SQS message id and sent time (ms) that asked for `account`, if it came from SQS."""
@@ -63,6 +67,10 @@ class Invocation:
             if label == account:
                 return message_id, sent_ms
         return None
+
+    def receipt_handle_of(self, account: str) -> str | None:
+        """The receipt handle of the SQS message that asked for `account` (None: not from SQS, or none given)."""
+        return dict(self.receipt_handles).get(account)
 
     def event_id_for(self, account: str) -> str | None:
         return dict(self.account_event_ids).get(account, self.event_id)
@@ -139,6 +147,7 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
         raise InvalidEventError(f"an SQS event must be {{'Records': [...]}} with at least one record; {_ACCEPTED}")
     accounts: dict[str, str] = {}
     messages: list[tuple[str, str, int]] = []
+    receipt_handles: list[tuple[str, str]] = []
     dry_runs = set()
     for index, record in enumerate(records):
         if not isinstance(record, Mapping) or record.get("eventSource") != "aws:sqs":
@@ -149,6 +158,15 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
         if not _UUID.fullmatch(message_id):
             raise InvalidEventError(
                 f"SQS record {index} messageId must be a UUID, as SQS sends, got {echo(message_id)}"
+            )
+        receipt_handle = record.get("receiptHandle")
+        if receipt_handle is not None and not (
+            isinstance(receipt_handle, str) and 0 < len(receipt_handle) <= MAX_RECEIPT_HANDLE_CHARS
+        ):
+            raise InvalidEventError(
+                f"SQS record {index} receiptHandle must be a string of 1..{MAX_RECEIPT_HANDLE_CHARS} characters, "
+                f"as SQS sends, got {type(receipt_handle).__name__} of length "
+                f"{len(receipt_handle) if isinstance(receipt_handle, str) else '-'}"
             )
         if len(body) > MAX_SQS_BODY_CHARS:
             raise InvalidEventError(
@@ -176,6 +194,8 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
             )
         accounts[document["account"]] = f"tick:{tick}" if tick else f"sqs:{message_id}"
         messages.append((document["account"], message_id, _sent_ms(record)))
+        if receipt_handle is not None:
+            receipt_handles.append((document["account"], receipt_handle))
         dry_runs.add(_dry_run_flag(document))
     if len(dry_runs) > 1:
         raise InvalidEventError("an SQS batch mixes dry runs and real collections; send them separately")
@@ -185,6 +205,7 @@ def _sqs(event: Mapping[str, object]) -> Invocation:
         accounts=tuple(accounts),
         account_event_ids=tuple(accounts.items()),
         messages=tuple(messages),
+        receipt_handles=tuple(receipt_handles),
     )
 
 

@@ -159,6 +159,18 @@ class IpWeightPolicy:
                 return expiry
         return now_ms + self.occupancy_ms  # unreachable while weight <= limit
 
+    def free_in_turn(self, state: IpWeightState, now_ms: int, weight: int, count: int) -> list[int]:
+        """When each of `count` requests of `weight` could be sent, one after another as soon as weight frees, if
+        nothing else took weight meanwhile: where deferred requests are told to come back, in turn rather than all
+        at the instant the first of them could go (ignoring any block; the window still decides when they do)."""
+        times: list[int] = []
+        at = max(now_ms, state.pruned_until_ms)
+        for _ in range(count):
+            at = self.next_free_ms(state, at, weight)
+            times.append(at)
+            state = self._with_entry(state, at, (at + self.occupancy_ms, weight))
+        return times
+
     def _with_entry(self, state: IpWeightState, now_ms: int, entry: Entry) -> IpWeightState:
         entries = sorted([e for e in state.entries if e[0] > now_ms] + [entry])
         dropped = [expiry for expiry, _ in state.entries if expiry <= now_ms]

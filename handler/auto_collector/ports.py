@@ -70,6 +70,10 @@ class IpWeightLedger(Protocol):
 
     def remember(self, state: IpWeightState) -> None: ...
 
+    def read(self) -> IpWeightState:
+        """The stored state, read consistently (and remembered)."""
+        ...
+
 
 class AccountWindows(Protocol):
     """The accounts' stored rolling windows."""

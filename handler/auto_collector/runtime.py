@@ -25,6 +25,7 @@ from .store import CollectorTable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_sqs.client import SQSClient
 
 
 @dataclass
@@ -58,6 +59,13 @@ class Runtime:
     gate: IpWeightGate
     #: Which exchange account's window each label spends; refuses two labels on one account.
     identities: IdentityBook
+    _queue_client: SQSClient | None = field(default=None, repr=False)
+
+    def queue_client(self) -> SQSClient:
+        """The SQS client (fan-out mode), built on first use: the single-function mode never pays for it."""
+        if self._queue_client is None:
+            self._queue_client = boto3.client("sqs", config=BOUNDED_CLIENT_CONFIG)
+        return self._queue_client
 
 
 _runtimes: dict[Settings, Runtime] = {}

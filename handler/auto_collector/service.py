@@ -7,13 +7,15 @@ write fails, the whole record goes to the log so nothing is lost.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .admission import Turnstile
 from .config import Settings, account_label_from
@@ -28,10 +30,14 @@ from .errors import (
     echo,
 )
 from .events import Invocation, parse_event
+from .ip_window import COLLECTION_WEIGHT
 from .observability import SERVICE
 from .outcome import Outcome
 from .records import outcome_record
 from .runtime import Runtime, runtime_for
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -40,6 +46,8 @@ _DEFAULT_RETENTION_DAYS = Settings.outcome_retention_days
 WORST_OUTCOME_WRITE_MS = 12_000
 #: Accounts collected at once: each waits mostly on the network, so threads are enough.
 MAX_PARALLEL_ACCOUNTS = 32
+#: SQS's longest visibility timeout (12 hours).
+MAX_VISIBILITY_TIMEOUT_S = 43_200
 
 
 @dataclass
@@ -86,11 +94,14 @@ def invoke(
     invocation_id: str,
     remaining_ms: Callable[[], int],
     environment: Mapping[str, str],
+    sqs: SQSClient | None = None,
 ) -> InvocationResult:
     """Run one invocation and store one outcome per account acted on, in configuration order.
 
     Accounts run concurrently; one account's failure never stops the others. Errors are left in the
-    outcomes for the caller to raise once everything is recorded.
+    outcomes for the caller to raise once everything is recorded. In the fan-out mode the messages of deferred
+    accounts are handed back to the queue (QUEUE_URL) to reappear when IP weight frees (`sqs`: a client to use
+    instead of the runtime's).
     """
     try:
         settings = Settings.from_environment(environment)
@@ -107,7 +118,19 @@ def invoke(
             _store(o, settings.outcome_retention_days, runtime.store.put_outcome, remaining_ms) for o in outcomes
         ]
         return InvocationResult(outcomes, common_error=error)
-    return InvocationResult(_run_accounts(runtime, labels, invocation, invocation_id, remaining_ms))
+    order = fairness_order(runtime, labels)
+    outcomes = _run_accounts(runtime, labels, invocation, invocation_id, remaining_ms, order=order)
+    if invocation.trigger == "sqs":
+        deferred = {outcome.account: outcome for outcome in outcomes if outcome.status == "deferred"}
+        if deferred:
+            queue_url = environment.get("QUEUE_URL", "").strip()
+            hand_back_deferred(
+                [deferred[label] for label in order if label in deferred],
+                runtime,
+                queue_url,
+                sqs or (runtime.queue_client() if queue_url else None),
+            )
+    return InvocationResult(outcomes)
 
 
 def selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
@@ -122,9 +145,14 @@ def selected_accounts(invocation: Invocation, settings: Settings) -> list[str]:
 
 
 def _run_accounts(
-    runtime: Runtime, labels: list[str], invocation: Invocation, invocation_id: str, remaining_ms: Callable[[], int]
+    runtime: Runtime,
+    labels: list[str],
+    invocation: Invocation,
+    invocation_id: str,
+    remaining_ms: Callable[[], int],
+    *,
+    order: list[str],
 ) -> list[Outcome]:
-    order = fairness_order(runtime, labels)
     turnstile = Turnstile(order)
 
     def run_and_record(label: str) -> Outcome:
@@ -141,6 +169,39 @@ def _run_accounts(
     with ThreadPoolExecutor(max_workers=min(len(labels), MAX_PARALLEL_ACCOUNTS)) as pool:
         outcomes = dict(zip(order, pool.map(run_and_record, order), strict=True))
     return [outcomes[label] for label in labels]
+
+
+def hand_back_deferred(deferred: list[Outcome], runtime: Runtime, queue_url: str, sqs: SQSClient | None) -> None:
+    """Make each deferred account's message visible again when IP weight frees for it (ChangeMessageVisibility).
+
+    `deferred` is in the fairness order. Each deferral knows when weight frees for one collection; the accounts of
+    a batch are told to come back in turn, each when the weight would free after those before it had been sent
+    (IpWeightPolicy.free_in_turn), so they do not all wake at the first instant to find it taken. The message
+    stays in batchItemFailures, so Lambda does not delete it. A visibility that cannot be changed is harmless:
+    the message comes back after the queue's own visibility timeout, and the windows decide again then.
+    """
+    if sqs is None or not queue_url:
+        logger.warning(
+            "QUEUE_URL is not set: deferred messages come back after the queue's visibility timeout",
+            extra={"accounts": [outcome.account for outcome in deferred]},
+        )
+        return
+    now_ms = time.time_ns() // 1_000_000
+    gate = runtime.gate
+    turns = gate.policy.free_in_turn(gate.known(), now_ms, COLLECTION_WEIGHT, len(deferred))
+    for outcome, free_ms in zip(deferred, turns, strict=True):
+        receipt_handle = outcome.invocation.receipt_handle_of(outcome.account)
+        if receipt_handle is None:
+            continue
+        visible_at_ms = max(free_ms, outcome.deferred_until_ms or now_ms)
+        timeout_s = min(MAX_VISIBILITY_TIMEOUT_S, max(0, math.ceil((visible_at_ms - now_ms) / 1000) + 1))
+        try:
+            sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout_s)
+        except (BotoCoreError, ClientError) as error:
+            logger.warning(
+                "deferred message not handed back: it comes back after the queue's visibility timeout",
+                extra={"account": outcome.account, "error": str(error)},
+            )
 
 
 def fairness_order(runtime: Runtime, labels: list[str]) -> list[str]:

@@ -223,6 +223,9 @@ class InMemoryIpWeightLedger:
     def remember(self, state: IpWeightState) -> None:
         self.state = state
 
+    def read(self) -> IpWeightState:
+        return self.state
+
     def take(self, now_ms: int, weight: int) -> None:
         decision = self.policy.decide(self.state, now_ms, weight)
         assert isinstance(decision, WeightGrant), decision

@@ -55,6 +55,7 @@ CONTRACT_VARIABLES = {
     "IP_WEIGHT_PER_MINUTE",
     "IP_WEIGHT_MAX_WAIT_SECONDS",
     "EGRESS_MODE",
+    "QUEUE_URL",
 }
 NAMESPACE = "FundAutoCollector"
 #: The metrics' service dimension is the stack name, so two stacks in one account never share alarms.
@@ -278,6 +279,8 @@ def test_environment_carries_the_contract(function: dict[str, Any]) -> None:
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert variables["EGRESS_MODE"] == {"Ref": "EgressMode"}
+    # Fan-out only: where a deferred message is handed back (the single-function mode has no queue).
+    assert variables["QUEUE_URL"] == {"Fn::If": ["IsFanOut", {"Ref": "WorkQueue"}, {"Ref": "AWS::NoValue"}]}
     # Anything else must never reach the deployed function (local-only variables are NoValue).
     for name in set(variables) - CONTRACT_VARIABLES:
         assert variables[name] == {"Ref": "AWS::NoValue"}, name
@@ -1198,10 +1201,19 @@ def test_fan_out_mode_dispatches_on_the_schedule_and_consumes_the_queue_with_bou
     collector_statements = deployed.resources[ROLE_ID]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     (consume,) = [st for st in collector_statements if st["Sid"] == "ConsumeWorkQueue"]
     assert consume["Resource"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    # A deferred message is handed back with its visibility set to when IP weight frees, on this queue.
+    assert "sqs:ChangeMessageVisibility" in consume["Action"]
+    collector = deployed.resources[FUNCTION_ID]["Properties"]["Environment"]["Variables"]
+    assert collector["QUEUE_URL"] == {"Ref": "WorkQueue"}
     dispatcher_statements = deployed.resources["DispatcherRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     actions = sorted(str(st["Action"]) for st in dispatcher_statements["Statement"])
     assert actions == sorted(
-        ["['logs:CreateLogStream', 'logs:PutLogEvents']", "dynamodb:BatchGetItem", "sqs:SendMessage", "sqs:SendMessage"]
+        [
+            "['logs:CreateLogStream', 'logs:PutLogEvents']",
+            "['dynamodb:BatchGetItem', 'dynamodb:GetItem']",
+            "['sqs:SendMessage', 'sqs:GetQueueAttributes']",
+            "sqs:SendMessage",
+        ]
     )
 
 

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 
 from auto_collector.errors import ECHO_LIMIT, InvalidEventError
-from auto_collector.events import MAX_SQS_BODY_CHARS, Invocation, parse_event
+from auto_collector.events import MAX_RECEIPT_HANDLE_CHARS, MAX_SQS_BODY_CHARS, Invocation, parse_event
 
 SCHEDULED: dict[str, Any] = {
     "version": "0",
@@ -110,6 +110,21 @@ def test_ids_times_and_bodies_are_bounded_and_validated(event: dict[str, object]
     with pytest.raises(InvalidEventError) as raised:
         parse_event(event)
     assert message in str(raised.value)
+
+
+def test_sqs_receipt_handles_are_kept_per_account_and_bounded() -> None:
+    event = sqs('{"account": "fund-a"}', '{"account": "fund-b"}')
+    records = event["Records"]
+    assert isinstance(records, list)
+    records[0]["receiptHandle"] = "AQEB-handle-a"
+    invocation = parse_event(event)
+    # A hand-written event without receipt handles is still accepted: there is just nothing to hand back.
+    assert invocation.receipt_handle_of("fund-a") == "AQEB-handle-a"
+    assert invocation.receipt_handle_of("fund-b") is None
+    for bad in ("", "h" * (MAX_RECEIPT_HANDLE_CHARS + 1), 7):
+        records[0]["receiptHandle"] = bad
+        with pytest.raises(InvalidEventError, match=r"record 0 receiptHandle must be a string of 1\.\.1024 characters"):
+            parse_event(event)
 
 
 def test_sqs_message_ids_must_be_uuids() -> None:

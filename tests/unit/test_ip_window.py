@@ -244,3 +244,22 @@ def test_weight_dropped_by_a_faster_clock_still_counts_for_a_slower_one() -> Non
     assert isinstance(policy.decide(state, fast, COLLECTION_WEIGHT), WeightGrant)
     observed = policy.observe(state, slow, reported_used=100)
     assert observed is not None and observed.pruned_until_ms == fast  # an observation never lowers it
+
+
+def test_deferred_requests_are_told_to_come_back_in_turn_as_the_weight_frees() -> None:
+    policy = IpWeightPolicy(limit=EXCHANGE_IP_WEIGHT_PER_MINUTE, recv_window_ms=RECV)
+    state = IpWeightState()
+    for index in range(8):  # a full minute: 8 collections, one a second
+        state = grant(policy, state, T0 + index * 1_000, COLLECTION_WEIGHT)
+    now = T0 + 10_000
+    turns = policy.free_in_turn(state, now, COLLECTION_WEIGHT, 10)
+    # Each in turn takes the weight the next expiring collection frees; the 9th and 10th take the weight of the
+    # 1st and 2nd come-backs, a full occupancy after them.
+    firsts = [T0 + index * 1_000 + OCCUPANCY for index in range(8)]
+    assert turns == [*firsts, firsts[0] + OCCUPANCY, firsts[1] + OCCUPANCY]
+    # With the minute free, 8 may go at once and the 9th waits for the first of them to expire.
+    free = policy.free_in_turn(IpWeightState(), now, COLLECTION_WEIGHT, 9)
+    assert free == [now] * 8 + [now + OCCUPANCY]
+    # Weight a faster clock dropped still counts: nobody is told to come back before it.
+    pruned = IpWeightState(pruned_until_ms=now + 5_000)
+    assert policy.free_in_turn(pruned, now, COLLECTION_WEIGHT, 1) == [now + 5_000]
