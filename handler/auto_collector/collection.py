@@ -43,6 +43,7 @@ MIN_HTTP_TIMEOUT_MS = 1_000
 #: Back-off when a 429/418 comes without Retry-After (a 418 ban lasts at least 2 minutes).
 DEFAULT_RATE_LIMIT_S = 60
 DEFAULT_BAN_S = 300
+MAX_BAN_S = 3 * 86_400
 #: Pause before retrying a 5XX/timeout, doubled each time (bounded by the deadline).
 RETRY_BACKOFF_MS = 250
 
@@ -282,7 +283,8 @@ class Collector:
     def _back_off(self, outcome: Outcome, result: AttemptResult) -> None:
         """Store the exchange's 'stop calling' so no invocation calls through it (that gets the IP banned)."""
         default_s = DEFAULT_BAN_S if result.http_status == 418 else DEFAULT_RATE_LIMIT_S
-        until = self._exchange.server_now_ms() + 1000 * (result.retry_after_s or default_s)
+        # Binance's longest ban is 3 days: a longer Retry-After is garbage that would stop the deployment for good.
+        until = self._exchange.server_now_ms() + 1000 * min(result.retry_after_s or default_s, MAX_BAN_S)
         reason = f"HTTP {result.http_status} code {result.code}: {result.message}"[:500]
         outcome.blocked_until_ms = until
         self._gate.block(until, reason)  # every account, every invocation of the deployment

@@ -28,6 +28,10 @@ SERVER_TIME_PATH = "/api/v3/time"
 #: The timestamp is outside recvWindow by the exchange's clock: a resync (GET /api/v3/time) fixes it.
 CODE_TIMESTAMP_OUTSIDE_WINDOW = -1021
 _CONNECT_TIMEOUT_S = 3.0
+#: Error codes, weights and Retry-After are small numbers; anything longer is garbage and is ignored.
+_MAX_INT_DIGITS = 9
+#: Lambda hosts keep NTP time; the exchange's clock is never further off than this.
+MAX_CLOCK_OFFSET_MS = 15 * 60_000
 
 # urllib3 would log request URLs at DEBUG; keep our transport quiet whatever the root level is.
 logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -150,7 +154,12 @@ class BinanceClient:
         after = self._local_clock_ms()
         response.raise_for_status()
         server_time = int(response.json()["serverTime"])
-        self.clock_offset_ms = server_time - (before + after) // 2
+        offset_ms = server_time - (before + after) // 2
+        if abs(offset_ms) > MAX_CLOCK_OFFSET_MS:
+            # A server time this far off is garbage (a unit mix-up, a broken answer): signing with it would put
+            # far-future expiries into both windows and lock the account for that long.
+            raise ValueError(f"implausible server time: {offset_ms} ms from this host's clock")
+        self.clock_offset_ms = offset_ms
         return self.clock_offset_ms
 
 
@@ -204,16 +213,18 @@ def _error_body(response: requests.Response) -> tuple[int | None, str]:
     if isinstance(body, dict):
         code = body.get("code")
         message = str(body.get("msg", ""))[:500]
-        return (int(code) if isinstance(code, int) and code != 200 else None), message
+        if isinstance(code, int) and not isinstance(code, bool) and abs(code) < 10**_MAX_INT_DIGITS and code != 200:
+            return code, message
+        return None, message
     return None, ""
 
 
 def _int_header(response: requests.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
+    """A numeric header, or None: also for a value no sane exchange sends (it would end up in records and windows)."""
+    value = str(response.headers.get(name) or "").strip()
+    if not value.isdigit() or len(value) > _MAX_INT_DIGITS:
         return None
+    return int(value)
 
 
 def _split_timeout(total_s: float) -> tuple[float, float]:

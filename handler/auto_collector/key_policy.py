@@ -186,7 +186,8 @@ def _flag(body: dict[str, Any], name: str) -> bool | None:
 
 def _millis(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    # Epoch milliseconds before the year 10000; anything else is garbage (and would break every date shown).
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 253_402_300_800_000:
         return None
     return value
 

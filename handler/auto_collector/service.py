@@ -62,6 +62,12 @@ class InvocationResult:
         """The invocation's return value; raises when an account failed, once everything is recorded."""
         if self.common_error is not None:
             raise self.common_error
+        sqs = bool(self.outcomes) and self.outcomes[0].invocation.trigger == "sqs"
+        if sqs:
+            # From the queue, a raise would hand every message of the batch back: the collected ones would come back
+            # as duplicates, and one account's lasting failure would carry healthy ones to the dead-letter queue.
+            # Failures are recorded, logged and counted (CollectionFailed, its alarm); only deferred messages return.
+            return self._batch_response()
         errors = {outcome.account: outcome.error for outcome in self.outcomes if outcome.error is not None}
         if len(self.outcomes) == 1 and errors:
             raise next(iter(errors.values()))
@@ -79,14 +85,20 @@ class InvocationResult:
                 "status": statuses.pop() if len(statuses) == 1 else "mixed",
                 "accounts": [outcome.summary() for outcome in self.outcomes],
             }
-        if self.outcomes and self.outcomes[0].invocation.trigger == "sqs":
-            # ReportBatchItemFailures: a message deferred for lack of IP weight goes back to the queue for later.
-            response["batchItemFailures"] = [
+        return response
+
+    def _batch_response(self) -> dict[str, Any]:
+        """An SQS batch's answer: every account's summary, and the deferred messages for ReportBatchItemFailures."""
+        statuses = {outcome.status for outcome in self.outcomes}
+        return {
+            "status": statuses.pop() if len(statuses) == 1 else "mixed",
+            "accounts": [outcome.summary() for outcome in self.outcomes],
+            "batchItemFailures": [
                 {"itemIdentifier": message[0]}
                 for outcome in self.outcomes
                 if outcome.status == "deferred" and (message := outcome.invocation.message_of(outcome.account))
-            ]
-        return response
+            ],
+        }
 
 
 def invoke(
@@ -234,7 +246,11 @@ def _store(
 ) -> Outcome:
     """Store the outcome's record; returns the outcome to report: `outcome` itself, or, when the write failed, a
     copy that keeps what happened and names the lost record's error apart (`record_error`)."""
-    item = outcome_record(outcome, retention_days)
+    try:
+        item = outcome_record(outcome, retention_days)
+    except Exception as error:  # noqa: BLE001 - a value DynamoDB cannot hold: the summary still goes to the log
+        logger.error("outcome record could not be built; its summary follows", extra={"outcome": outcome.summary()})
+        return replace(outcome, record_error=UnexpectedError(error))
     if remaining_ms is not None and remaining_ms() < WORST_OUTCOME_WRITE_MS:
         # Lambda could stop us before a slow write gives up: the log keeps the record whatever happens.
         logger.warning("little time left: outcome record logged before it is written", extra={"outcome": item})

@@ -148,3 +148,16 @@ def test_egress_mode_is_validated() -> None:
     assert Settings.from_environment({**base, "EGRESS_MODE": "StaticIp"}).egress_mode == "StaticIp"
     with pytest.raises(ConfigurationError, match="EGRESS_MODE must be one of Shared, StaticIp, ExistingVpc"):
         Settings.from_environment({**base, "EGRESS_MODE": "static"})
+
+
+def test_an_expiry_no_exchange_sends_is_read_as_none() -> None:
+    from auto_collector.key_policy import parse_restrictions
+
+    body = {
+        "ipRestrict": False,
+        "enableReading": True,
+        "enableWithdrawals": False,
+        "enablePortfolioMarginTrading": True,
+        "tradingAuthorityExpirationTime": 10**20,
+    }
+    assert parse_restrictions(body, 0).trading_expires_ms is None
