@@ -21,7 +21,13 @@ from .attempts import Tried, after_attempt
 from .attempts import exchange_error as _failure
 from .config import Settings
 from .credentials import ApiCredentials
-from .errors import CollectorError, DeadlineError, ExchangeRejectedError, TradingPermissionExpiredError
+from .errors import (
+    CollectorError,
+    DeadlineError,
+    ExchangeRejectedError,
+    TradingPermissionExpiredError,
+    WindowStoreError,
+)
 from .events import Invocation
 from .exchange import AttemptResult, FuturesBalance
 from .identity import IdentityBook
@@ -44,6 +50,8 @@ MIN_HTTP_TIMEOUT_MS = 1_000
 DEFAULT_RATE_LIMIT_S = 60
 DEFAULT_BAN_S = 300
 MAX_BAN_S = 3 * 86_400
+#: A reserved request is not sent once its timestamp is this close to recvWindow's end (it would arrive too late).
+STALE_MARGIN_MS = 1_000
 #: Pause before retrying a 5XX/timeout, doubled each time (bounded by the deadline).
 RETRY_BACKOFF_MS = 250
 
@@ -232,6 +240,14 @@ class Collector:
                 outcome.unsent_reservations.append(decision.sequence)
                 raise DeadlineError(f"only {max(0, remaining_ms())} ms left after reserving a window slot; not sent")
             timeout_s = min(timeout_s, available_ms / 1000)
+            # A reservation that took longer than recvWindow allows (a slow or retried DynamoDB write) signs a stale
+            # timestamp: the exchange would refuse it, but could count its weight after the window's entry expired.
+            age_ms = self._exchange.server_now_ms() - decision.timestamp_ms
+            if age_ms > self._settings.recv_window_ms - STALE_MARGIN_MS:
+                outcome.unsent_reservations.append(decision.sequence)
+                raise WindowStoreError(
+                    f"reserving took {age_ms} ms, too long for recvWindow {self._settings.recv_window_ms} ms; not sent"
+                )
             logger.info("window slot reserved", extra={"account": outcome.account, "reservation": decision.sequence})
             result = self._exchange.auto_collect(
                 credentials, decision.timestamp_ms, self._settings.recv_window_ms, timeout_s
@@ -287,10 +303,16 @@ class Collector:
         until = self._exchange.server_now_ms() + 1000 * min(result.retry_after_s or default_s, MAX_BAN_S)
         reason = f"HTTP {result.http_status} code {result.code}: {result.message}"[:500]
         outcome.blocked_until_ms = until
-        self._gate.block(until, reason)  # every account, every invocation of the deployment
-        # The windows this process knows; the IP-weight item above stops every other account and process.
-        known = {*self._identities.window_keys(), *([outcome.window_key] if outcome.window_key else [])}
-        self._store.block(sorted(known), until, reason)
+        try:
+            self._gate.block(until, reason)  # every account, every invocation of the deployment
+            # The windows this process knows; the IP-weight item above stops every other account and process.
+            known = {*self._identities.window_keys(), *([outcome.window_key] if outcome.window_key else [])}
+            self._store.block(sorted(known), until, reason)
+        except WindowStoreError as error:
+            # The exchange's answer stays the outcome's error; this process already stands back (ip_store.block),
+            # and the next invocation meets the exchange's own refusal and stores it then.
+            logger.error("back-off not stored", extra={"account": outcome.account, "error": str(error)})
+            outcome.note = f"the back-off could not be stored: {error}"[:500]
 
     def _reread_rotated_key(
         self, current: ApiCredentials, result: AttemptResult, context: str = "", advice: str = ""

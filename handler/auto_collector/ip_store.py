@@ -76,11 +76,14 @@ class IpWeightStore:
                 state = self._known = current
 
     def block(self, until_ms: int, reason: str) -> None:
-        """No request from this deployment until `until_ms` (a 429/418). Only ever extended."""
-        extend_block(self._client, self._table, IP_WINDOW_KEY, until_ms, reason)
+        """No request from this deployment until `until_ms` (a 429/418). Only ever extended.
+
+        This process stops at once, even if the write then fails (the other threads of the invocation must not call
+        through the block while the table is unreachable)."""
         with self._lock:
             if self._known.blocked_until_ms < until_ms:
                 self._known = replace(self._known, blocked_until_ms=until_ms, blocked_reason=reason)
+        extend_block(self._client, self._table, IP_WINDOW_KEY, until_ms, reason)
 
     def read(self) -> IpWeightState:
         try:

@@ -742,6 +742,33 @@ def test_a_collection_whose_record_cannot_be_written_is_reported_as_collected_an
     assert '"OutcomeNotRecorded":[1.0]' in out.replace(" ", "")
 
 
+def test_a_reservation_slower_than_recv_window_allows_is_not_sent(rig: Rig, throttling_dynamodb: FaultProxy) -> None:
+    rig.deployment.set_env(RECV_WINDOW_MS="2000")
+    rig.run({})  # warm: the next reservation is one transaction
+    throttling_dynamodb.delay_next(1, "DynamoDB_20120810.TransactWriteItems", 1.5)
+
+    result = rig.run({})
+
+    # Signed at the reservation's instant, it would arrive with a stale timestamp: refused by the exchange, yet
+    # possibly counted against the IP weight after the window's entry expired. Not sent; the slot stays spent.
+    assert type(result) is WindowStoreError and "too long for recvWindow 2000 ms; not sent" in str(result)
+    assert len(rig.collections()) == 1
+    assert rig.record()["unsentReservations"] == [1]
+
+
+def test_a_back_off_that_cannot_be_stored_still_reports_the_exchange_s_refusal(
+    rig: Rig, throttling_dynamodb: FaultProxy
+) -> None:
+    rig.exchange.inject(Fault(path=AUTO_COLLECTION_PATH, status=429, code=-1003, retry_after=30))
+    rig.run({"dryRun": True})  # warm, so that the only UpdateItems of the next run are the back-off's writes
+    throttling_dynamodb.fail_next(8, "DynamoDB_20120810.UpdateItem")
+
+    result = rig.run({})
+
+    assert type(result) is ExchangeRateLimitedError and result.http_status == 429
+    assert "the back-off could not be stored" in rig.record()["note"]
+
+
 def test_dynamodb_throttling_that_outlasts_the_retries_sends_nothing(rig: Rig, throttling_dynamodb: FaultProxy) -> None:
     throttling_dynamodb.fail_next(5)  # the reservation's 3 attempts, then 2 of the outcome write's
 
