@@ -361,6 +361,8 @@ def test_clear_faults_keeps_the_log_and_the_counters(clock: FakeClock) -> None:
 
 
 def test_hourly_limit_under_concurrency(clock: FakeClock) -> None:
+    # The IP weight limit is lifted here on purpose: this test counts the hourly limit alone, and its 30 collections
+    # in one instant would otherwise be refused by the 12,000-a-minute weight first.
     with ExchangeEmulator(clock_ms=clock, hourly_limit=10, ip_weight_limit_1m=10**9) as emu:
         emu.add_credential(ApiCredential(api_key=HMAC_KEY, hmac_secret=HMAC_SECRET))
         c = Client(emu, clock)

@@ -328,6 +328,19 @@ def test_the_readme_shows_the_command_lines_these_tests_run() -> None:
     assert readme_block() == DOCUMENTED
 
 
+def test_the_operator_view_lines_of_the_readme_run_as_written(stack: Stack) -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"^#+ The operator's view\n.*?```bash\n(.*?)```", text, re.MULTILINE | re.DOTALL)
+    assert block, "the README has no operator's view section with a bash block"
+    lines = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert lines and all(line.startswith("fund-collector status") for line in lines)
+    stack.deployment.invoke({})
+    for line in lines:
+        code, out, err = run(*shlex.split(line)[1:])
+        assert (code, err) == (0, ""), line
+        assert "default" in out
+
+
 @dataclass(frozen=True)
 class Installed:
     clone: Path  # the tree as a fresh clone has it: tracked files plus new ones not ignored
