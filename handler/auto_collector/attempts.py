@@ -16,6 +16,10 @@ from .exchange import AttemptResult
 #: -2015 invalid key/IP/permissions, -1022 bad signature: what a rotated key looks like from here.
 KEY_REFUSED_CODES = frozenset({-2015, -1022})
 
+#: Pause before retrying a 5XX/timeout, doubled each time (bounded by the deadline): every signed read and the
+#: collection alike.
+RETRY_BACKOFF_MS = 250
+
 NextStep = Literal["done", "resync_clock", "back_off", "reread_key", "retry", "fail"]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from aws_lambda_powertools import Logger
 
 from .admission import NO_TURN, Deferred, IpWeightGate, Turn
-from .attempts import Tried, after_attempt
+from .attempts import RETRY_BACKOFF_MS, Tried, after_attempt
 from .attempts import exchange_error as _failure
 from .config import Settings
 from .credentials import ApiCredentials
@@ -52,8 +52,6 @@ DEFAULT_BAN_S = 300
 MAX_BAN_S = 3 * 86_400
 #: A reserved request is not sent once its timestamp is this close to recvWindow's end (it would arrive too late).
 STALE_MARGIN_MS = 1_000
-#: Pause before retrying a 5XX/timeout, doubled each time (bounded by the deadline).
-RETRY_BACKOFF_MS = 250
 
 
 class Collector:

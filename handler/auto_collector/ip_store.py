@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 IP_WINDOW_KEY = {"pk": {"S": "IPWEIGHT"}, "sk": {"S": "WINDOW"}}
 #: Give up reserving when fewer than this many ms remain (the outcome must still be written).
-_MIN_MS_TO_RESERVE = 1_500
+MIN_MS_TO_RESERVE = 1_500
 
 
 class IpWeightStore:
@@ -52,7 +52,7 @@ class IpWeightStore:
                 if not isinstance(decision, WeightGrant):
                     # Safe on a stale state: newer writes only add weight and extend blocks.
                     return decision, state
-                if remaining_ms() < _MIN_MS_TO_RESERVE:
+                if remaining_ms() < MIN_MS_TO_RESERVE:
                     raise DeadlineError("not enough time left to reserve IP weight")
                 current = self._try_write(state, decision.state_after, policy.limit, decision.timestamp_ms)
                 if current is None:

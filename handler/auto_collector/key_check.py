@@ -29,7 +29,7 @@ from typing import TypeVar
 from aws_lambda_powertools import Logger
 
 from .admission import Turn
-from .attempts import KEY_REFUSED_CODES, Tried, after_attempt, exchange_error
+from .attempts import KEY_REFUSED_CODES, RETRY_BACKOFF_MS, Tried, after_attempt, exchange_error
 from .config import Settings
 from .credentials import ApiCredentials
 from .errors import ExchangeRejectedError, KeyPolicyError
@@ -44,8 +44,6 @@ from .ports import Exchange
 logger = Logger(service=SERVICE, child=True)
 
 HOUR_MS = 3_600_000
-#: Pause before retrying a 5XX/timeout, doubled each time (as for the collection).
-RETRY_BACKOFF_MS = 250
 #: Time kept back for the outcome record and the smallest HTTP time worth an attempt (collection.py's values).
 _TIME_NEEDED_FOR_ANOTHER_ATTEMPT_MS = 2_500
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .times import iso_seconds
+
 DAY_MS = 86_400_000
 #: The alarm's threshold (template.yaml TradingPermissionExpiringAlarm): fewer days left than this is a warning.
 EXPIRY_WARNING_DAYS = 7
@@ -172,10 +174,10 @@ def key_record(restrictions: KeyRestrictions, now_ms: int, found: list[str]) -> 
         "ipRestricted": restrictions.ip_restricted,
         "permissions": list(restrictions.permissions),
         "tradingPermission": restrictions.trading_permission(now_ms),
-        "tradingPermissionExpiresAt": _iso(expiry) if expiry is not None else None,
+        "tradingPermissionExpiresAt": iso_seconds(expiry) if expiry is not None else None,
         "tradingPermissionDaysLeft": restrictions.days_left(now_ms),
         "warnings": found,
-        "checkedAt": _iso(restrictions.read_at_ms),
+        "checkedAt": iso_seconds(restrictions.read_at_ms),
     }
 
 
@@ -190,7 +192,3 @@ def _millis(body: dict[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 253_402_300_800_000:
         return None
     return value
-
-
-def _iso(epoch_ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_ms // 1000))

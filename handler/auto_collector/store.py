@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import DeadlineError, WindowStoreError
+from .ip_store import MIN_MS_TO_RESERVE, extend_block, new_write_token, written_by
 from .ip_store import conditional_update as ip_window_update
-from .ip_store import extend_block, new_write_token, written_by
 from .ip_store import state_from_item as ip_state_from_item
 from .ip_window import IpWeightPolicy, WeightDecision, WeightGrant
 from .observability import SERVICE
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from .ports import IpWeightLedger
 
 _EVENT_PREFIX = "event:"
-#: Give up reserving when fewer than this many ms remain (the outcome must still be written).
-_MIN_MS_TO_RESERVE = 1_500
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class CollectorTable:
                 # Safe even on a stale state: newer writes only move expiries and blocks later
                 # and only add event ids.
                 return decision, state
-            if remaining_ms() < _MIN_MS_TO_RESERVE:
+            if remaining_ms() < MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve a window slot")
             current = self._try_write(account, state, decision, policy.limit, now_ms())
             if current is None:
@@ -225,7 +223,7 @@ class CollectorTable:
             weight_decision = ip_policy.decide(ip_state, now, weight)
             if not isinstance(weight_decision, WeightGrant):
                 return JointReservation(None, weight_decision, state)
-            if remaining_ms() < _MIN_MS_TO_RESERVE:
+            if remaining_ms() < MIN_MS_TO_RESERVE:
                 raise DeadlineError("not enough time left to reserve a window slot")
             token = new_write_token()
             items: list[Any] = [
