@@ -25,9 +25,12 @@ compile=("$UV" pip compile --quiet --no-config --default-index https://pypi.org/
 # Provided by the Lambda runtime (/var/runtime) and needed only by boto3/botocore. jmespath and urllib3 are
 # also there, but Powertools and requests need them: they are packaged, at versions the runtime's botocore accepts.
 provided=(boto3 botocore s3transfer python-dateutil six)
+# pycparser is cffi's C parser for building bindings (ffi.cdef); PyNaCl ships its bindings prebuilt, and at run time
+# they need only cffi's _cffi_backend extension module.
+build_only=(pycparser)
 "${compile[@]}" requirements.txt --constraints lambda-runtime.txt \
   --python-version "$runtime" --python-platform aarch64-manylinux2014 --only-binary :all: \
-  "${provided[@]/#/--no-emit-package=}" --output-file handler/requirements.txt
+  "${provided[@]/#/--no-emit-package=}" "${build_only[@]/#/--no-emit-package=}" --output-file handler/requirements.txt
 "${compile[@]}" lambda-runtime.txt --python-version "$runtime" --python-platform aarch64-manylinux2014 \
   --only-binary :all: --output-file lambda-runtime.lock
 "${compile[@]}" requirements-dev.txt --universal --python-version 3.11 --output-file requirements-dev.lock
