@@ -962,9 +962,10 @@ def test_env_json_overrides_only_declared_variables(function: dict[str, Any]) ->
 # ---------------------------------------------------------------------------------------------- sam build
 
 
-#: Unzipped, bytecode included. Issue 12's goal is 12 MB; cryptography's arm64 extension module alone is
-#: 13.5 MB (bench/RESULTS.md), so this guards the artifact as it is now (about 28 MB) against regrowing.
-ARTIFACT_LIMIT_MB = 30
+#: Unzipped, bytecode included (issue 12). About 11 MiB now: without boto3/botocore (the runtime's), without
+#: cryptography (13.5 MB for arm64 alone; PyNaCl signs Ed25519), and with only the Powertools modules the function
+#: can reach (handler/prune_unreachable.py).
+ARTIFACT_LIMIT_MB = 12
 _IMPORT_CHECK = textwrap.dedent(
     """
     import json, os, sys
@@ -1064,6 +1065,9 @@ def test_sam_build_artifact_leaves_the_sdk_to_the_runtime_and_stays_small(built_
     artifact = built_artifact.path
     assert runtime_only_entries(artifact) == [], "the Lambda runtime provides these"
     assert (artifact / "aws_xray_sdk").is_dir(), "tracing (TracingEnabled) needs aws-xray-sdk in the artifact"
+    assert not list(artifact.glob("cryptography*")), "the function signs with PyNaCl and plain Python"
+    assert not list(artifact.glob("pycparser*")), "cffi's C parser is for building bindings, not running them"
+    assert not (artifact / "aws_lambda_powertools" / "event_handler").exists(), "pruned: the function never uses it"
     assert size_bytes(artifact) <= ARTIFACT_LIMIT_MB * 1024 * 1024, f"{size_bytes(artifact) / 1048576:.1f} MB"
     # Still compiled for the runtime's Python: third-party modules as well as the function's own.
     assert any((artifact / "aws_lambda_powertools" / "__pycache__").glob("*.cpython-312.pyc"))
@@ -1080,6 +1084,40 @@ def test_sam_build_artifact_imports_the_handler(built_artifact: BuiltArtifact, t
     result = _run(command, clean_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(artifact)), result.stdout
+
+
+_IMPORT_EVERY_MODULE = textwrap.dedent(
+    """
+    import importlib, json, os, pkgutil, sys
+    sys.path[:0] = json.loads(sys.argv[1])
+    os.environ.update(AWS_DEFAULT_REGION="eu-west-1", POWERTOOLS_TRACE_DISABLED="true")
+    import aws_lambda_powertools
+    names = [m.name for m in pkgutil.walk_packages(aws_lambda_powertools.__path__, "aws_lambda_powertools.")]
+    for name in names:
+        importlib.import_module(name)
+    print(json.dumps(names))
+    """
+)
+
+
+@pytest.mark.slow
+def test_every_powertools_module_the_artifact_keeps_imports_from_it(
+    built_artifact: BuiltArtifact, tmp_path: Path
+) -> None:
+    """The build keeps only the Powertools modules the function can reach; none of those may need one it removed.
+    (The handler tests below run the paths themselves, tracing included.)"""
+    clean_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    command = [built_artifact.python, "-I", "-S", "-c", _IMPORT_EVERY_MODULE, json.dumps(built_artifact.roots)]
+    result = _run(command, clean_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = set(json.loads(result.stdout))
+    assert {
+        "aws_lambda_powertools.logging.logger",
+        "aws_lambda_powertools.metrics.metrics",
+        "aws_lambda_powertools.tracing.tracer",
+        "aws_lambda_powertools.utilities.parameters.secrets",
+    } <= names
+    assert len(names) < 80, f"{len(names)} modules: pruning kept far more than the function reaches"
 
 
 @pytest.mark.slow
