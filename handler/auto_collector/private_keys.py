@@ -31,7 +31,7 @@ from .der import DerError, DerReader
 from .rsa import InvalidRsaKeyError, RsaPrivateKey
 
 MIN_RSA_BITS = 2048
-#: OpenSSL's own ceiling (OPENSSL_RSA_MAX_MODULUS_BITS); a 16384-bit signature takes about a second here.
+#: OpenSSL's own ceiling (OPENSSL_RSA_MAX_MODULUS_BITS); the signing time grows with about the cube of the size.
 MAX_RSA_BITS = 16384
 #: PBKDF2 iterations one cold start will run (OpenSSL and cryptography write 2048; OWASP suggests up to 1.3 M):
 #: about 0.4 s of HMAC-SHA256 on a full core, several seconds at the function's 256 MB.

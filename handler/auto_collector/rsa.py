@@ -1,7 +1,7 @@
 """RSA signatures the way Binance verifies them: RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.1), in plain Python.
 
-Plain Python because the only library that would do it, cryptography, ships a 13.5 MB extension module for arm64:
-more than the whole artifact may weigh (issue 12). Python's integers do the arithmetic; what a library would add
+Plain Python because cryptography, which did it before, ships a 13.5 MB extension module for arm64: more than the
+whole artifact may weigh (issue 12). Python's integers do the arithmetic; what a library would add
 is done here explicitly:
 
 - the private operation uses the Chinese Remainder Theorem with the key's own dP, dQ and qInv (RFC 8017 §5.1.2);
