@@ -1,13 +1,14 @@
 """RSA signatures the way Binance verifies them: RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.1), in plain Python.
 
 Plain Python because cryptography, which did it before, ships a 13.5 MB extension module for arm64: more than the
-whole artifact may weigh (issue 12). Python's integers do the arithmetic; what a library would add
-is done here explicitly:
+whole artifact may weigh (issue 12). Python's integers do the arithmetic; what a library would add is done here
+explicitly:
 
-- the private operation uses the Chinese Remainder Theorem with the key's own dP, dQ and qInv (RFC 8017 §5.1.2);
-- it is blinded (RFC 8017 §5.1.2 note, as OpenSSL does): the message representative m is multiplied by r^e for a
-  fresh random r from `secrets` before exponentiation, and the result by r^-1 after, so what the exponentiations
-  work on is random and unrelated to the message;
+- the private operation uses the Chinese Remainder Theorem with the key's own dP, dQ and qInv (RSASP1, RFC 8017
+  §5.2.1);
+- it is blinded (as OpenSSL does): the message representative m is multiplied by r^e for a fresh random r from
+  `secrets` before exponentiation, and the result by r^-1 after, so what the exponentiations work on is random and
+  unrelated to the message;
 - every signature is verified with the public exponent before it is returned, and a failure raises
   SigningError: a CRT result broken by a fault (one wrong half gives away a prime factor, Boneh-DeMillo-Lipton)
   never leaves the process;
