@@ -21,7 +21,6 @@ from .errors import SecretError
 from .signing import Ed25519Signer, HmacSigner, RsaSigner, Signer
 
 _ALLOWED_FIELDS = frozenset({"apiKey", "apiSecret", "privateKey", "privateKeyPassphrase"})
-_MIN_RSA_BITS = 2048
 #: An unencrypted Ed25519 private key in PKCS#8 (RFC 8410), as `openssl genpkey -algorithm ed25519` and Binance's
 #: key generator write it: exactly this DER prefix, then the 32-byte private key.
 _ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
@@ -121,11 +120,9 @@ def _pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
         raise SecretError(f"secret {secret_id!r}: 'privateKey' is not a PEM block (no '-----BEGIN' line)")
     seed = _ed25519_private_bytes(pem) if passphrase is None else None
     if seed is not None:
-        # The common key needs only cryptography's Ed25519 module: a third of the imports (and of their cold-start
-        # time) of the general PEM loader below, which brings every key type and PEM encryption.
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        return Ed25519Signer(Ed25519PrivateKey.from_private_bytes(seed))
+        # The common key needs only PyNaCl's signing module, not the general reader below (PKCS#1, PKCS#8, PEM
+        # encryption, RSA), nor its import time at a cold start.
+        return Ed25519Signer(seed)
     return _any_pem_signer(pem, passphrase, secret_id)
 
 
@@ -147,33 +144,19 @@ def _ed25519_private_bytes(pem: str) -> bytes | None:
 
 
 def _any_pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:
-    # Imported here: HMAC and plain Ed25519 keys never pay for loading them at cold start.
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    # Imported here: HMAC and plain Ed25519 keys never pay for loading it at cold start.
+    from .private_keys import Ed25519Key, PrivateKeyError, load_private_key
 
     try:
-        key = load_pem_private_key(pem.encode(), password=passphrase.encode() if passphrase else None)
-    except TypeError:
-        # cryptography says whether a password was missing or unexpected; both are about the passphrase.
-        if passphrase:
+        key = load_private_key(pem, passphrase)
+    except PrivateKeyError as error:
+        raise SecretError(f"secret {secret_id!r}: {error}") from None
+    if isinstance(key, Ed25519Key):
+        signer = Ed25519Signer(key.seed)
+        if key.public_key is not None and key.public_key != signer.public_key:
             raise SecretError(
-                f"secret {secret_id!r}: 'privateKey' is not encrypted, remove 'privateKeyPassphrase'"
-            ) from None
-        raise SecretError(f"secret {secret_id!r}: 'privateKey' is encrypted; add 'privateKeyPassphrase'") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise SecretError(
-            f"secret {secret_id!r}: 'privateKey' could not be read (corrupt PEM, unsupported format "
-            "or wrong passphrase)"
-        ) from None
-    if isinstance(key, Ed25519PrivateKey):
-        return Ed25519Signer(key)
-    if isinstance(key, RSAPrivateKey):
-        if key.key_size < _MIN_RSA_BITS:
-            raise SecretError(f"secret {secret_id!r}: RSA key is {key.key_size} bits; Binance needs 2048 or more")
-        return RsaSigner(key)
-    raise SecretError(
-        f"secret {secret_id!r}: 'privateKey' is a {type(key).__name__.removeprefix('_')}; "
-        "Binance accepts Ed25519 or RSA keys"
-    )
+                f"secret {secret_id!r}: 'privateKey' holds an Ed25519 public key that does not match its private "
+                "key; export the key again"
+            )
+        return signer
+    return RsaSigner(key)

@@ -72,6 +72,13 @@ class SecretError(CollectorError):
     kind = "secret"
 
 
+class SigningError(CollectorError):
+    """A signature failed the check made before it leaves the process (an RSA signature that does not verify with
+    the key's public exponent: a fault in the computation); nothing was sent with it."""
+
+    kind = "signing"
+
+
 class WindowStoreError(CollectorError):
     """The rolling window in DynamoDB could not be read or written; nothing was sent."""
 

@@ -2,6 +2,9 @@
 
 The signed payload is the exact query string plus body that is sent, without the `signature`
 parameter. Signers hold key material, so their repr never shows it.
+
+Ed25519 is PyNaCl's (libsodium), imported when an Ed25519 signer is made: an HMAC key imports nothing of it.
+RSA is plain Python (`rsa`), verified before it is returned.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ import hmac
 from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlencode
 
-if TYPE_CHECKING:  # cryptography is imported only when a PEM key is actually used (cold-start cost)
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+if TYPE_CHECKING:  # imported only when such a key is used (cold-start cost)
+    from .rsa import RsaPrivateKey
 
 KeyType = Literal["hmac", "ed25519", "rsa"]
 
@@ -47,11 +49,20 @@ class HmacSigner:
 class Ed25519Signer:
     key_type: KeyType = "ed25519"
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
+    def __init__(self, seed: bytes) -> None:
+        """`seed`: the 32-byte private key (RFC 8032's secret key, PKCS#8's CurvePrivateKey)."""
+        from nacl.signing import SigningKey
+
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 private key is 32 bytes")
+        self._key = SigningKey(seed)
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._key.verify_key)
 
     def sign(self, payload: str) -> str:
-        return base64.b64encode(self._key.sign(payload.encode())).decode()
+        return base64.b64encode(self._key.sign(payload.encode()).signature).decode()
 
     def __repr__(self) -> str:
         return "Ed25519Signer(<key hidden>)"
@@ -60,15 +71,11 @@ class Ed25519Signer:
 class RsaSigner:
     key_type: KeyType = "rsa"
 
-    def __init__(self, key: RSAPrivateKey) -> None:
+    def __init__(self, key: RsaPrivateKey) -> None:
         self._key = key
 
     def sign(self, payload: str) -> str:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
-
-        signature = self._key.sign(payload.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return base64.b64encode(signature).decode()
+        return base64.b64encode(self._key.sign_sha256(payload.encode())).decode()
 
     def __repr__(self) -> str:
         return "RsaSigner(<key hidden>)"

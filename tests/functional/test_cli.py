@@ -289,12 +289,13 @@ def test_the_view_reads_what_the_store_writes(stack: Stack) -> None:
 
 
 def test_the_command_imports_nothing_but_boto3() -> None:
-    """The command's whole import path, with Powertools, requests and cryptography made unimportable."""
+    """The command's whole import path, with the function's Powertools, requests and PyNaCl (and cryptography, which
+    it no longer uses) made unimportable."""
     script = """
 import importlib.abc, sys
 class Refuse(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in ("aws_lambda_powertools", "requests", "cryptography"):
+        if name.partition(".")[0] in ("aws_lambda_powertools", "requests", "nacl", "cryptography"):
             raise ImportError(f"{name} must not be needed")
 sys.meta_path.insert(0, Refuse())
 from auto_collector.operator_view import main
@@ -383,7 +384,7 @@ def test_pip_install_gives_the_command_and_only_boto3(installed: Installed) -> N
     listed = installed.run("pip list --format json")
     names = {entry["name"].lower() for entry in json.loads(listed.stdout)}
     assert {"fund-auto-collector", "boto3"} <= names
-    assert not names & {"aws-lambda-powertools", "requests", "cryptography", "aws-xray-sdk"}
+    assert not names & {"aws-lambda-powertools", "requests", "pynacl", "cryptography", "aws-xray-sdk"}
     located = installed.run("python -c 'import auto_collector; print(auto_collector.__file__)'")
     assert "site-packages" in located.stdout, located.stdout + located.stderr
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auto_collector.credentials import parse_secret
 from auto_collector.errors import SecretError
+from tests.support.keys import PASSPHRASE, fixture
 
 SECRET_ID = "binance/collector"
 HANDLER = Path(__file__).resolve().parents[2] / "handler"
@@ -48,7 +49,7 @@ def test_passphrase_protected_pem() -> None:
     assert parse_secret(json.dumps(value), SECRET_ID).key_type == "ed25519"
 
 
-def test_plain_ed25519_pem_is_read_without_the_general_loader_and_signs_with_the_same_key() -> None:
+def test_plain_ed25519_pem_is_read_by_the_fast_path_and_signs_with_the_same_key() -> None:
     key = Ed25519PrivateKey.generate()
     for text in (pem(key), pem(key).replace("\n", "\r\n"), "\n" + pem(key) + "\n"):
         signer = parse_secret(json.dumps({"apiKey": API_KEY, "privateKey": text}), SECRET_ID).signer
@@ -56,24 +57,64 @@ def test_plain_ed25519_pem_is_read_without_the_general_loader_and_signs_with_the
         key.public_key().verify(
             base64.b64decode(signer.sign("recvWindow=5000&timestamp=1")), b"recvWindow=5000&timestamp=1"
         )
-    # In a fresh interpreter: the plain key loads without the modules of RSA and PEM encryption; an RSA key
-    # (the general loader) brings them.
-    rsa_pem = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    probe = (
-        "import json, sys; from auto_collector.credentials import parse_secret; "
-        "parse_secret(sys.argv[1], 'x'); "
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cryptography.hazmat.primitives.'))))"
+
+
+#: Run in a fresh interpreter with cryptography made unimportable: parse the secret, sign once, list the modules.
+IMPORT_PROBE = """
+import importlib.abc, json, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] == "cryptography":
+            raise ImportError(f"{name} must not be needed")
+sys.meta_path.insert(0, Refuse())
+from auto_collector.credentials import parse_secret
+parse_secret(sys.argv[1], "x").signer.sign("recvWindow=5000&timestamp=1")
+print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in ("nacl", "auto_collector", "cryptography"))))
+"""
+READER = {"auto_collector.private_keys", "auto_collector.der", "auto_collector.rsa"}
+
+
+@pytest.mark.parametrize(
+    ("secret", "present", "absent"),
+    [
+        pytest.param(
+            {"apiSecret": "s3cr3t"}, set(), {"nacl", "nacl.signing", *READER, "auto_collector.aes"}, id="hmac"
+        ),
+        pytest.param(
+            {"privateKey": fixture("ed25519.pem")},
+            {"nacl.signing"},
+            {*READER, "auto_collector.aes"},
+            id="plain ed25519",
+        ),
+        pytest.param(
+            {"privateKey": fixture("rsa-2048-pkcs1.pem")}, READER, {"nacl", "auto_collector.aes"}, id="plain rsa"
+        ),
+        pytest.param(
+            {"privateKey": fixture("rsa-legacy-aes256.pem"), "privateKeyPassphrase": PASSPHRASE},
+            {*READER, "auto_collector.aes"},
+            {"nacl"},
+            id="encrypted rsa",
+        ),
+        pytest.param(
+            {"privateKey": fixture("ed25519-scrypt.pem"), "privateKeyPassphrase": PASSPHRASE},
+            {*READER, "auto_collector.aes", "nacl.signing"},
+            set(),
+            id="encrypted ed25519",
+        ),
+    ],
+)
+def test_each_key_type_imports_only_what_it_needs_and_never_cryptography(
+    secret: dict[str, str], present: set[str], absent: set[str]
+) -> None:
+    value = json.dumps({"apiKey": API_KEY, **secret})
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, value], capture_output=True, text=True, check=False, cwd=HANDLER
     )
-    loaded = {}
-    for name, text in (("ed25519", pem(key)), ("rsa", rsa_pem)):
-        value = json.dumps({"apiKey": API_KEY, "privateKey": text})
-        run = subprocess.run(
-            [sys.executable, "-c", probe, value], capture_output=True, text=True, check=True, cwd=HANDLER
-        )
-        loaded[name] = run.stdout
-    general = {"cryptography.hazmat.primitives.asymmetric.rsa", "cryptography.hazmat.primitives.serialization"}
-    assert not general & set(json.loads(loaded["ed25519"])), loaded["ed25519"]
-    assert general <= set(json.loads(loaded["rsa"]))
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded = set(json.loads(run.stdout))
+    assert not any(name.startswith("cryptography") for name in loaded)
+    assert present <= loaded, present - loaded
+    assert not absent & loaded, absent & loaded
 
 
 @pytest.mark.parametrize(
@@ -113,8 +154,8 @@ ENCRYPTED = pem(Ed25519PrivateKey.generate(), b"correct horse")
         (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE.replace("M", "A", 3)}), "could not be read"),
         (json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED}), "is encrypted; add 'privateKeyPassphrase'"),
         (
-            json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED, "privateKeyPassphrase": "wrong"}),
-            "could not be read",
+            json.dumps({"apiKey": API_KEY, "privateKey": ENCRYPTED, "privateKeyPassphrase": "incorrect"}),
+            "'privateKey' could not be decrypted: 'privateKeyPassphrase' is wrong",
         ),
         (json.dumps({"apiKey": API_KEY, "privateKey": PRIVATE, "privateKeyPassphrase": "p"}), "is not encrypted"),
         (
