@@ -8,10 +8,11 @@ emulator under the account's label) and its own secret.
 Samples that would exceed the real limits let simulated time pass between them instead (bench/simclock.py):
 the emulator's clock is the real one plus a shift that moves on SAMPLE_GAP_MS before every sample, so its
 rolling minute holds no earlier sample's weight. A warm child reads the same shifted clock, so the collector's
-own IP-weight window (held 63.5 s a request, ip_window.py) has expired too. A cold child is a fresh
-interpreter on the real clock: for it the emulator's server time is set back by the shift (its timestamps stay
-valid) and the IP-window item's entries are removed, as the minute would have expired them (its sequence number
-stays, so a new container's first reservation still fails its condition and tries again, as in production).
+own IP-weight window (held 66 s a request, ip_window.py) has expired too. A cold child is a fresh interpreter
+on the real clock: for it the emulator's server time is set back by the shift (its timestamps stay valid) and
+the IP-window item's entries and the latest expiry it pruned are removed, as the minute would have expired them
+(its sequence number stays, so a new container's first reservation still fails its condition and tries again,
+as in production).
 Each batch still uses a fresh account label, and no account comes near 500 collections in an hour of the
 emulator's clock.
 """
@@ -47,9 +48,10 @@ from localdev.template import REPO, create_table_from_template
 REGION = "eu-west-1"
 TABLE = "fund-auto-collector-bench"
 COLD_CHILD = Path(__file__).resolve().parent / "cold_child.py"
-#: Simulated time between two samples: more than the 63.5 s a request holds its IP weight in the collector's
-#: window (and the exchange's 60 s), so no sample waits for, or is refused, weight another sample used.
-SAMPLE_GAP_MS = 64_000
+#: Simulated time between two samples: more than the 66 s a request holds its IP weight in the collector's
+#: window at the default recvWindow (5 s + 1 s + 60 s: ip_window.IpWeightPolicy.occupancy_ms) and the exchange's
+#: 60 s, so no sample waits for, or is refused, weight another sample used.
+SAMPLE_GAP_MS = 67_000
 #: The deployment's IP-weight window item (handler/auto_collector/ip_store.py).
 IP_WINDOW_KEY = {"pk": {"S": "IPWEIGHT"}, "sk": {"S": "WINDOW"}}
 #: The variables the function reads, besides the account ones, as the template sets them.
@@ -238,9 +240,11 @@ class Harness:
             self.dynamodb.update_item(
                 TableName=TABLE,
                 Key=IP_WINDOW_KEY,
-                UpdateExpression="SET entries = :none",
+                # prunedUntilMs too: a warm child on the shifted clock records expiries in the shifted future,
+                # which a cold child on the real clock would take for weight still counting.
+                UpdateExpression="SET entries = :none, prunedUntilMs = :zero",
                 ConditionExpression="attribute_exists(seq)",
-                ExpressionAttributeValues={":none": {"L": []}},
+                ExpressionAttributeValues={":none": {"L": []}, ":zero": {"N": "0"}},
             )
 
     def children_follow_clock(self) -> None:

@@ -2,11 +2,10 @@
 
 boto3 clients (the collector's retry/timeout config), a requests Session, the API key read once from Secrets
 Manager and kept while warm, the Ed25519 key loaded with cryptography, then per invocation:
-- one DynamoDB UpdateItem of the same shape as the collector's reservation (the same attributes set, the
-  same back-off condition, ReturnValuesOnConditionCheckFailure) - except that the sequence number is
-  incremented with ADD instead of checked, as a floor that keeps no view of the window can;
-- one DynamoDB UpdateItem of the same shape as the collector's IP-weight reservation (ip_store.py), the
-  sequence number again incremented with ADD (an item of its own, so it never conflicts with the collector's);
+- one DynamoDB TransactWriteItems, as the collector's reservation (store.reserve_with_weight), of two updates:
+  the account window's, with the same attributes set and the same back-off condition, and the IP-weight
+  window's (ip_store.py; an item of its own, so it never conflicts with the collector's) - except that both
+  sequence numbers are incremented with ADD instead of checked, as a floor that keeps no view of the windows can;
 - one signed POST to the exchange;
 - one PutItem of an outcome record with the same attributes as the collector's.
 No Powertools, no validation, no retries, no logging, no metrics: the floor the collector is compared with.
@@ -61,38 +60,46 @@ class RawCollector:
         now_ms = time.time_ns() // 1_000_000
         expiry = now_ms + _RECV_WINDOW_MS + 1000 + 3_600_000
         slot = self.sequence % _RING
-        response = self.dynamodb.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": f"ACCOUNT#{self.label}"}, "sk": {"S": "WINDOW"}},
-            UpdateExpression="SET lastTimestampMs = :ts, lastExpiryMs = :expiry, #slot = :expiry, "
-            "windowLimit = :limit, updatedAtMs = :now ADD #seq :one",
-            ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now",
-            ExpressionAttributeNames={"#seq": "seq", "#slot": f"e{slot:03d}"},
-            ExpressionAttributeValues={
-                ":one": {"N": "1"},
-                ":ts": {"N": str(now_ms)},
-                ":expiry": {"N": str(expiry)},
-                ":limit": {"N": "500"},
-                ":now": {"N": str(now_ms)},
-            },
-            ReturnValues="UPDATED_NEW",
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        # One transaction, as the collector's reservation: the account slot and the IP weight together.
+        self.dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"pk": {"S": f"ACCOUNT#{self.label}"}, "sk": {"S": "WINDOW"}},
+                        "UpdateExpression": "SET lastTimestampMs = :ts, lastExpiryMs = :expiry, #slot = :expiry, "
+                        "windowLimit = :limit, updatedAtMs = :now ADD #seq :one",
+                        "ConditionExpression": "attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now",
+                        "ExpressionAttributeNames": {"#seq": "seq", "#slot": f"e{slot:03d}"},
+                        "ExpressionAttributeValues": {
+                            ":one": {"N": "1"},
+                            ":ts": {"N": str(now_ms)},
+                            ":expiry": {"N": str(expiry)},
+                            ":limit": {"N": "500"},
+                            ":now": {"N": str(now_ms)},
+                        },
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"pk": {"S": f"IPWEIGHT#{self.label}"}, "sk": {"S": "WINDOW"}},
+                        "UpdateExpression": "SET entries = :entries, weightLimit = :limit ADD #seq :one",
+                        "ConditionExpression": "attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now",
+                        "ExpressionAttributeNames": {"#seq": "seq"},
+                        "ExpressionAttributeValues": {
+                            ":one": {"N": "1"},
+                            ":entries": {"L": [{"L": [{"N": str(now_ms + _IP_WEIGHT_HELD_MS)}, {"N": "1500"}]}]},
+                            ":limit": {"N": "12000"},
+                            ":now": {"N": str(now_ms)},
+                        },
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+            ]
         )
-        self.sequence = int(response["Attributes"]["seq"]["N"])
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": f"IPWEIGHT#{self.label}"}, "sk": {"S": "WINDOW"}},
-            UpdateExpression="SET entries = :entries, weightLimit = :limit ADD #seq :one",
-            ConditionExpression="attribute_not_exists(blockedUntilMs) OR blockedUntilMs <= :now",
-            ExpressionAttributeNames={"#seq": "seq"},
-            ExpressionAttributeValues={
-                ":one": {"N": "1"},
-                ":entries": {"L": [{"L": [{"N": str(now_ms + _IP_WEIGHT_HELD_MS)}, {"N": "1500"}]}]},
-                ":limit": {"N": "12000"},
-                ":now": {"N": str(now_ms)},
-            },
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
+        self.sequence += 1  # a transaction returns no values: the floor counts its own reservations
         payload = urlencode({"recvWindow": _RECV_WINDOW_MS, "timestamp": now_ms})
         signature = base64.b64encode(self.key.sign(payload.encode())).decode()
         sent = time.perf_counter()
