@@ -8,7 +8,8 @@ what the function's own code can reach:
 - the roots are the package's modules that the function's code imports (any import, at any depth);
 - from each kept module, every import of the package is followed, top-level or inside a function, and so is every
   string constant that names one of its modules (what a lazy loader imports by name);
-- imports under ``if TYPE_CHECKING:`` are not followed: they never run;
+- imports under ``if TYPE_CHECKING:`` (or in the else of ``if not TYPE_CHECKING:``) are not followed: they never
+  run;
 - a module that cannot be imported here anyway is not kept and not followed: one whose top-level code imports a
   distribution that is in neither the artifact, the standard library nor the Lambda runtime (Powertools' OpenAPI
   support needs pydantic, which the function does not ship, so no call can reach it successfully either way).
@@ -45,12 +46,30 @@ def module_files(root: Path, package: str) -> dict[str, Path]:
     return modules
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    """`TYPE_CHECKING` or `typing.TYPE_CHECKING` itself (not any test that mentions it)."""
+    return ast.unparse(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+
+
 def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """The nodes that run only for a type checker: the body of `if TYPE_CHECKING:`, the else of
+    `if not TYPE_CHECKING:` (whose body does run)."""
     skipped: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                skipped.update(id(n) for n in ast.walk(child))
+        if not isinstance(node, ast.If):
+            continue
+        if _is_type_checking(node.test):
+            branch = node.body
+        elif (
+            isinstance(node.test, ast.UnaryOp)
+            and isinstance(node.test.op, ast.Not)
+            and _is_type_checking(node.test.operand)
+        ):
+            branch = node.orelse
+        else:
+            continue
+        for child in branch:
+            skipped.update(id(n) for n in ast.walk(child))
     return skipped
 
 

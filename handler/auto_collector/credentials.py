@@ -83,7 +83,8 @@ def _parse(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
 
     api_secret = _text_field(document, "apiSecret", secret_id)
     private_key = _text_field(document, "privateKey", secret_id)
-    passphrase = _text_field(document, "privateKeyPassphrase", secret_id)
+    # Not stripped: spaces at either end of a passphrase are part of it.
+    passphrase = _text_field(document, "privateKeyPassphrase", secret_id, strip=False)
     if api_secret is not None and private_key is not None:
         raise SecretError(f"secret {secret_id!r} has both 'apiSecret' and 'privateKey'; keep only one")
     if api_secret is not None:
@@ -97,7 +98,7 @@ def _parse(secret_value: str | bytes | None, secret_id: str) -> ApiCredentials:
     raise SecretError(f"secret {secret_id!r} needs 'apiSecret' (HMAC key) or 'privateKey' (Ed25519/RSA PEM)")
 
 
-def _text_field(document: dict[str, object], name: str, secret_id: str) -> str | None:
+def _text_field(document: dict[str, object], name: str, secret_id: str, *, strip: bool = True) -> str | None:
     value = document.get(name)
     if value is None:
         return None
@@ -110,7 +111,7 @@ def _text_field(document: dict[str, object], name: str, secret_id: str) -> str |
         raise SecretError(
             f"secret {secret_id!r}: '{name}' holds a lone surrogate (a \\ud800-\\udfff escape) and is not valid text"
         ) from None
-    return value.strip()
+    return value.strip() if strip else value
 
 
 def _pem_signer(pem: str, passphrase: str | None, secret_id: str) -> Signer:

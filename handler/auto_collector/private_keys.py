@@ -31,10 +31,16 @@ from .der import DerError, DerReader
 from .rsa import InvalidRsaKeyError, RsaPrivateKey
 
 MIN_RSA_BITS = 2048
-#: OpenSSL's own ceiling (OPENSSL_RSA_MAX_MODULUS_BITS); the signing time grows with about the cube of the size.
-MAX_RSA_BITS = 16384
+#: Binance's largest RSA size. Signing time grows with about the cube of the size, and every request is signed: a
+#: 16384-bit key took 1.8 s a signature on a full core here, about 13 s at the function's 256 MB (a seventh of one).
+MAX_RSA_BITS = 4096
+#: OpenSSL's bound on the public exponent of large keys (RSA_SMALL_MODULUS_MAX_PUBLIC_EXPONENT is 64 bits); each
+#: signature computes two powers with it (blinding and the check), so an exponent as large as the modulus would
+#: cost as much as the private operation twice more.
+MAX_RSA_PUBLIC_EXPONENT_BITS = 64
 #: PBKDF2 iterations one cold start will run (OpenSSL and cryptography write 2048; OWASP suggests up to 1.3 M):
-#: about 0.4 s of HMAC-SHA256 on a full core, several seconds at the function's 256 MB.
+#: measured on a full core here, 0.35 s of HMAC-SHA256 for a 32-byte key, 0.7 s of HMAC-SHA1 (two 20-byte blocks
+#: for an AES-256 key); about seven times that at the function's 256 MB, once per secret value.
 MAX_PBKDF2_ITERATIONS = 2_000_000
 #: scrypt's memory (128 * r * N bytes; `openssl pkcs8 -scrypt` uses 16 MiB) and work (memory times p) bounds, so
 #: that a hostile secret cannot exhaust a 256 MB function.
@@ -136,15 +142,19 @@ class PrivateKeyError(Exception):
     """The key cannot be used; the message (to follow "secret '<id>': ") says why and what to do."""
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Ed25519Key:
-    """An Ed25519 private key: its 32-byte seed, and the public key when the PKCS#8 block carries one."""
+    """An Ed25519 private key: its 32-byte seed, and the public key when the PKCS#8 block carries one. Like
+    RsaPrivateKey, it shows nothing of itself, is compared by identity only and cannot be pickled."""
 
     seed: bytes = field(repr=False)
     public_key: bytes | None = None
 
     def __repr__(self) -> str:
         return "Ed25519Key(<hidden>)"
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("an Ed25519 private key is not pickled")
 
 
 PrivateKey = Ed25519Key | RsaPrivateKey
@@ -302,7 +312,15 @@ def _pkcs1(data: bytes) -> RsaPrivateKey:
     if bits < MIN_RSA_BITS:
         raise PrivateKeyError(f"RSA key is {bits} bits; Binance needs {MIN_RSA_BITS} or more")
     if bits > MAX_RSA_BITS:
-        raise PrivateKeyError(f"RSA key is {bits} bits; this function signs with keys of up to {MAX_RSA_BITS} bits")
+        raise PrivateKeyError(
+            f"RSA key is {bits} bits; this function signs with keys of up to {MAX_RSA_BITS} bits (Binance's sizes are "
+            "2048 and 4096)"
+        )
+    if e.bit_length() > MAX_RSA_PUBLIC_EXPONENT_BITS:
+        raise PrivateKeyError(
+            f"RSA key's public exponent is longer than {MAX_RSA_PUBLIC_EXPONENT_BITS} bits; keys made by OpenSSL, "
+            "Binance's generator or cryptography use 65537: make a new one"
+        )
     try:
         return RsaPrivateKey(n=n, e=e, d=d, p=p, q=q, dp=dp, dq=dq, qinv=qinv)
     except InvalidRsaKeyError as error:

@@ -49,6 +49,17 @@ def test_passphrase_protected_pem() -> None:
     assert parse_secret(json.dumps(value), SECRET_ID).key_type == "ed25519"
 
 
+def test_spaces_at_the_ends_of_a_passphrase_are_part_of_it() -> None:
+    value = {
+        "apiKey": API_KEY,
+        "privateKey": pem(Ed25519PrivateKey.generate(), b" padded passphrase "),
+        "privateKeyPassphrase": " padded passphrase ",
+    }
+    assert parse_secret(json.dumps(value), SECRET_ID).key_type == "ed25519"
+    with pytest.raises(SecretError, match="'privateKeyPassphrase' is wrong"):
+        parse_secret(json.dumps({**value, "privateKeyPassphrase": "padded passphrase"}), SECRET_ID)
+
+
 def test_plain_ed25519_pem_is_read_by_the_fast_path_and_signs_with_the_same_key() -> None:
     key = Ed25519PrivateKey.generate()
     for text in (pem(key), pem(key).replace("\n", "\r\n"), "\n" + pem(key) + "\n"):

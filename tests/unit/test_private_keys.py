@@ -53,10 +53,11 @@ def assert_quotes_nothing(message: str, text: str, passphrase: str | None = PASS
     if passphrase:
         assert passphrase not in message
     letters = "".join(line for line in text.splitlines() if "-----" not in line and ":" not in line)
-    for start in range(0, max(0, len(letters) - 12), 4):
-        assert letters[start : start + 12] not in message
+    pieces = [letters[start : start + 12] for start in range(0, len(letters) - 11, 4)] + [letters[-12:]]
+    for piece in pieces:
+        assert len(piece) < 12 or piece not in message
     allowed = re.sub(
-        r"ed25519|x25519|\d+ PBKDF2 iterations|2,000,000|-iter 600000|RSA key is \d+ bits|16384",
+        r"ed25519|x25519|\d+ PBKDF2 iterations|2,000,000|-iter 600000|RSA key is \d+ bits|65537",
         "",
         message,
         flags=re.IGNORECASE,
@@ -320,7 +321,8 @@ def test_pkcs8_version_2_with_its_public_key() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes_raw()
     loaded = load_private_key(_ed25519_v2(key.private_bytes_raw(), public), None)
-    assert loaded == Ed25519Key(key.private_bytes_raw(), public)
+    assert isinstance(loaded, Ed25519Key)
+    assert (loaded.seed, loaded.public_key) == (key.private_bytes_raw(), public)
     assert repr(loaded) == "Ed25519Key(<hidden>)"
     with pytest.raises(PrivateKeyError, match="malformed"):
         load_private_key(_ed25519_v2(key.private_bytes_raw(), public, version=0), None)
@@ -353,9 +355,16 @@ def test_rsa_key_in_pkcs8_without_the_null_parameters() -> None:
             id="multi-prime",
         ),
         pytest.param(
-            build.rsa_private_key([2**16385 + 1, 3, 5, 7, 11, 13, 17, 19]),
-            "RSA key is 16386 bits; this function signs with keys of up to 16384 bits",
+            build.rsa_private_key([2**4097 + 1, 3, 5, 7, 11, 13, 17, 19]),
+            "RSA key is 4098 bits; this function signs with keys of up to 4096 bits",
             id="too large",
+        ),
+        pytest.param(
+            # A public exponent as long as the modulus: consistent, but each signature would cost three private
+            # operations' time (found by review: 15 s a signature for a 16384-bit key of this kind).
+            build.rsa_private_key([_rsa_numbers()[0], 2**65 + 1, *_rsa_numbers()[2:]]),
+            "RSA key's public exponent is longer than 64 bits",
+            id="huge public exponent",
         ),
         pytest.param(
             build.rsa_private_key([*_rsa_numbers()[:2], _rsa_numbers()[2] + 2, *_rsa_numbers()[3:]]),
@@ -371,7 +380,7 @@ def test_rsa_keys_that_cannot_be_used(der: bytes, message: str) -> None:
     text = build.pem("RSA PRIVATE KEY", der)
     with pytest.raises(PrivateKeyError, match=re.escape(message)) as raised:
         load_private_key(text, None)
-    assert_quotes_nothing(str(raised.value).replace("16386", "").replace("16384", ""), text)
+    assert_quotes_nothing(str(raised.value), text)
 
 
 def test_an_unknown_key_type_is_refused_without_its_identifier() -> None:
@@ -547,7 +556,7 @@ def _assert_secret_error_or_credentials(text: str, passphrase: str | None) -> No
         event(re.sub(r"\(.*", "", message.removeprefix(f"secret {SECRET_ID!r}: "))[:60])
         assert message.startswith(f"secret {SECRET_ID!r}: ")
         assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
-        assert_quotes_nothing(message.replace("16384", ""), text, passphrase)
+        assert_quotes_nothing(message, text, passphrase)
     else:
         event(f"read: {credentials.key_type}")
         assert credentials.key_type in ("ed25519", "rsa")

@@ -81,6 +81,23 @@ def test_imports_only_for_type_checkers_are_not_followed(tmp_path: Path) -> None
     assert _modules(tmp_path, "lib") == {"lib/__init__.py", "lib/core.py"}
 
 
+def test_what_runs_when_not_type_checking_is_followed(tmp_path: Path) -> None:
+    """Powertools' logger has an `if not TYPE_CHECKING:` block: its body runs, only its else is for type checkers."""
+    _tree(
+        tmp_path,
+        {
+            "app/main.py": "import lib.core\n",
+            "lib/__init__.py": "",
+            "lib/core.py": "import typing\nif not typing.TYPE_CHECKING:\n    import lib.needed\n"
+            "else:\n    import lib.types\n",
+            "lib/needed.py": "",
+            "lib/types.py": "",
+        },
+    )
+    prune(tmp_path, "lib", "app")
+    assert _modules(tmp_path, "lib") == {"lib/__init__.py", "lib/core.py", "lib/needed.py"}
+
+
 def test_a_module_that_needs_a_missing_distribution_is_neither_kept_nor_followed(tmp_path: Path) -> None:
     """Like Powertools' OpenAPI support, which needs pydantic: the function does not ship it, so no call into it
     can succeed with or without the module; what only it imports goes too. A guarded import is not a need."""

@@ -1,5 +1,6 @@
 """auto_collector.rsa: byte-identical to cryptography's PKCS#1 v1.5 signatures, blinded, verified before returned."""
 
+import hashlib
 import math
 import re
 import secrets
@@ -12,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa as crypto_rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auto_collector import rsa as rsa_module
 from auto_collector.errors import SigningError
-from auto_collector.rsa import InvalidRsaKeyError, RsaPrivateKey
+from auto_collector.rsa import SHA256_DIGEST_INFO, InvalidRsaKeyError, RsaPrivateKey
 from tests.support.keys import rsa_key
 
 SIZES = (2048, 3072, 4096)
@@ -68,6 +70,38 @@ def test_each_signature_is_blinded_by_a_fresh_random_factor(monkeypatch: pytest.
     assert first == second  # PKCS#1 v1.5 is deterministic: the blinding never shows in the result
     assert len(drawn) == 2 and drawn[0] != drawn[1]
     assert all(1 < r < numbers(rsa_key(2048))["n"] for r in drawn)
+
+
+def test_the_private_exponentiations_work_on_the_blinded_message_not_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the key's secret exponents are applied to is m * r^e mod n for the drawn r, never m itself."""
+    key = ours(2048)
+    n, e = key.public_numbers
+    p = numbers(rsa_key(2048))["p"]
+    dp = key._dp
+    drawn: list[int] = []
+    bases: list[int] = []
+    real_randbelow = secrets.randbelow
+
+    def recording_randbelow(limit: int) -> int:
+        drawn.append(real_randbelow(limit))
+        return drawn[-1]
+
+    def recording_pow(base: int, exponent: int, modulus: int | None = None) -> int:
+        if exponent == dp and modulus == p:
+            bases.append(base)
+        return pow(base, exponent, modulus)
+
+    monkeypatch.setattr(secrets, "randbelow", recording_randbelow)
+    monkeypatch.setattr(rsa_module, "pow", recording_pow, raising=False)  # the module's name shadows the builtin
+    payload = b"recvWindow=5000&timestamp=1499827319559"
+    key.sign_sha256(payload)
+    digest = SHA256_DIGEST_INFO + hashlib.sha256(payload).digest()
+    m = int.from_bytes(b"\x00\x01" + b"\xff" * (256 - len(digest) - 3) + b"\x00" + digest, "big")
+    r = drawn[0] + 2  # the factor is drawn from [2, n - 1]
+    assert bases == [m * pow(r, e, n) % n % p]
+    assert bases[0] != m % p
 
 
 def test_a_faulty_crt_half_never_leaves_the_process() -> None:
